@@ -1,0 +1,1 @@
+"""Agents: thin Faust adapters around the pure decision code."""

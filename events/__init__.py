@@ -1,0 +1,1 @@
+"""Event contracts: what shops, suppliers and agents exchange. Imports none of ours."""

@@ -1,0 +1,1 @@
+"""dropship runtime: settings, database, Kafka, transactions, dev stack, entry points."""

@@ -1,0 +1,207 @@
+"""The ``dropship`` command line (entry point; nothing of ours imports this module).
+
+Every failure a user can cause or meet (bad setting, port taken, server down)
+ends with one line on stderr, ``error: ...``, and a non-zero exit; never a
+traceback (set ``DROPSHIP_LOG_LEVEL=debug`` to get one).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.devstack import StackError
+from pipeline.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(help="dropship: order fulfillment pipeline for dropshipping.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+dev_app = typer.Typer(help="The embedded development stack (Tansu broker + PostgreSQL).",
+                      no_args_is_help=True)
+db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+app.add_typer(dev_app, name="dev")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+StateDirOpt = Annotated[
+    Path | None, typer.Option("--state-dir", help="State folder [env DROPSHIP_STATE_DIR]")
+]
+
+
+def _settings(**overrides: object) -> Settings:
+    return load_settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+# --- dev ---------------------------------------------------------------------
+
+@dev_app.command("up")
+def dev_up(
+    state_dir: StateDirOpt = None,
+    kafka_port: Annotated[int | None, typer.Option(help="[env DROPSHIP_DEV_KAFKA_PORT]")] = None,
+    pg_port: Annotated[int | None, typer.Option(help="[env DROPSHIP_DEV_PG_PORT]")] = None,
+) -> None:
+    """Start the broker and Postgres (or report the running stack) and print their settings."""
+    from pipeline.devstack import up
+
+    s = _settings(state_dir=state_dir, dev_kafka_port=kafka_port, dev_pg_port=pg_port)
+    stack, started = up(s.state_dir, s.dev_kafka_port, s.dev_pg_port)
+    out.print("started" if started else "already running", f"(state in {stack.state_dir})")
+    _print_stack(stack)
+
+
+@dev_app.command("down")
+def dev_down(state_dir: StateDirOpt = None) -> None:
+    """Stop exactly the processes `dev up` started (by PID)."""
+    from pipeline.devstack import down
+
+    s = _settings(state_dir=state_dir)
+    stack = down(s.state_dir)
+    if stack is None:
+        out.print(f"no stack recorded in {s.state_dir.resolve()}; nothing to stop")
+    else:
+        out.print(f"stopped broker (pid {stack.broker.pid}) and "
+                  f"postgres (pid {stack.postgres.pid}); "
+                  f"Postgres data kept in {stack.state_dir}/pg")
+
+
+@dev_app.command("status")
+def dev_status(state_dir: StateDirOpt = None) -> None:
+    """Show the stack's processes, ports and health; exit 1 if it is not running."""
+    from pipeline.devstack import load
+
+    s = _settings(state_dir=state_dir)
+    stack = load(s.state_dir.resolve())
+    if stack is None:
+        fail(f"no embedded stack in {s.state_dir.resolve()}; run `dropship dev up`")
+    _print_stack(stack)
+    if not stack.healthy():
+        fail("the embedded stack is not healthy; run `dropship dev up` to restart it")
+
+
+def _print_stack(stack: object) -> None:
+    from pipeline.devstack import Stack
+
+    assert isinstance(stack, Stack)
+    health = stack.health()
+    table = Table(title="embedded stack")
+    for col in ("component", "pid", "address", "state", "storage"):
+        table.add_column(col)
+    table.add_row("broker (Tansu)", str(stack.broker.pid), stack.bootstrap_servers,
+                  "up" if health["broker"] else "DOWN",
+                  "memory only: forgets everything when stopped")
+    table.add_row("postgres", str(stack.postgres.pid), f"127.0.0.1:{stack.pg_port}",
+                  "up" if health["postgres"] else "DOWN", f"{stack.state_dir}/pg/data")
+    out.print(table)
+    out.print(f"settings (also in {stack.state_dir}/dev.env):")
+    for key, value in stack.env().items():
+        out.print(f"  export {key}={value}", highlight=False)
+
+
+# --- db ----------------------------------------------------------------------
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply the schema migrations up to REVISION (default: head)."""
+    from pipeline.migrate import upgrade_sync
+
+    s = _settings()
+    upgrade_sync(s, revision)
+    out.print(f"database migrated to {revision}")
+
+
+# --- worker, topics, settings --------------------------------------------------
+
+@app.command("worker")
+def worker(
+    web_bind: Annotated[str | None, typer.Option(help="[env DROPSHIP_WEB_BIND]")] = None,
+    web_port: Annotated[int | None, typer.Option(help="[env DROPSHIP_WEB_PORT]")] = None,
+) -> None:
+    """Run a pipeline worker (all agents) until stopped with SIGTERM or Ctrl-C."""
+    from pipeline import worker as worker_module
+
+    s = _settings(web_bind=web_bind, web_port=web_port)
+    sys.argv = [sys.argv[0], "worker"]  # Faust's Worker reads argv; keep ours out of it
+    worker_module.run(s)
+
+
+@app.command("topics")
+def topics() -> None:
+    """Create any missing topic with the configured partition count."""
+    from pipeline.kafka import ensure_topics
+
+    s = _settings()
+    created = asyncio.run(ensure_topics(s))
+    out.print(f"created: {', '.join(created) or 'none (all exist)'}")
+
+
+@app.command("settings")
+def show_settings() -> None:
+    """Print the effective settings (secrets masked)."""
+    s = _settings()
+    for name, value in s.model_dump().items():
+        shown = "***" if value is not None and "password" in name else value
+        out.print(f"DROPSHIP_{name.upper()}={shown}", highlight=False)
+
+
+@app.command("demo")
+def demo(
+    keep: Annotated[bool, typer.Option(help="Leave the stack running afterwards.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the order.")] = 120.0,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Bring the stack up, migrate, start a worker, publish a sample order, show its status."""
+    from pipeline import demo as demo_module
+
+    s = _settings(state_dir=state_dir)
+    ok = demo_module.run(s, keep=keep, timeout_s=timeout, console=out)
+    if not ok:
+        fail("the sample order did not reach the pipeline in time; see the logs named above")
+
+
+# --- error handling --------------------------------------------------------------
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err_console.print(f"error: {message}", markup=False)
+    raise typer.Exit(code)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A one-line explanation of an error a user can meet."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    name = type(exc).__name__
+    if isinstance(exc, ConnectionRefusedError | OSError) or "Connect" in name:
+        return f"cannot connect: {text} (is the stack running? try `dropship dev up`)"
+    if name == "KafkaConnectionError":
+        return f"cannot reach Kafka: {text}"
+    return f"{name}: {text}"
+
+
+def main() -> None:
+    """Console-script entry point: run the CLI, turning failures into one line."""
+    try:
+        app()
+    except SettingsError as exc:
+        err_console.print(f"error: invalid setting {exc}", markup=False)
+        sys.exit(2)
+    except StackError as exc:
+        err_console.print(f"error: {exc}", markup=False)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("DROPSHIP_LOG_LEVEL", "").lower() == "debug":
+            raise
+        err_console.print(f"error: {_one_line(exc)}", markup=False)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,20 @@
+"""Database wiring: the one place an engine is built from settings.
+
+Nothing connects at import time; :func:`create_engine` returns a lazily
+connecting engine. Callers own the engine and ``await engine.dispose()`` it.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from pipeline.settings import Settings
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    """An asyncpg engine for ``settings.database_url`` (pool pre-ping on)."""
+    return create_async_engine(
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        pool_pre_ping=True,
+    )

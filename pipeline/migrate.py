@@ -1,0 +1,39 @@
+"""Schema migrations (Alembic), as called by ``dropship db upgrade`` and the tests.
+
+The migration scripts live in ``pipeline/migrations``; the database URL comes
+from the settings. Concurrent upgrades are serialized by an advisory lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+
+from pipeline.settings import Settings
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(settings: Settings) -> Config:
+    """An Alembic config for our scripts and the settings' database."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    return cfg
+
+
+def upgrade_sync(settings: Settings, revision: str = "head") -> None:
+    """Migrate to ``revision``. Must not be called from a running event loop."""
+    command.upgrade(alembic_config(settings), revision)
+
+
+def downgrade_sync(settings: Settings, revision: str) -> None:
+    command.downgrade(alembic_config(settings), revision)
+
+
+async def upgrade(settings: Settings, revision: str = "head") -> None:
+    """Migrate from async code (Alembic runs its own loop in a worker thread)."""
+    await asyncio.to_thread(upgrade_sync, settings, revision)

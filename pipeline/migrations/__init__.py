@@ -1,0 +1,1 @@
+"""Alembic migrations of the dropship database (``dropship db upgrade``)."""

@@ -1,0 +1,81 @@
+"""SQLAlchemy Core tables of the runtime (checkpoints, outbox, event log).
+
+These definitions are what the code queries; the Alembic migrations in
+``pipeline/migrations`` are what creates them. A test compares the two, so they
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+metadata = MetaData()
+
+#: Tracking records: per (consumer, topic, partition), the last offset whose
+#: effects are committed. Moves forward only (compare-and-set in
+#: ``pipeline.checkpoints``); -1 means nothing applied yet.
+checkpoints = Table(
+    "checkpoints",
+    metadata,
+    Column("consumer", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "topic", "partition", name="checkpoints_pkey"),
+    CheckConstraint('"offset" >= -1', name="checkpoints_offset_check"),
+    CheckConstraint('"partition" >= 0', name="checkpoints_partition_check"),
+)
+
+#: Events an agent derived, written in the same transaction as its state and
+#: checkpoint, published to Kafka after commit (and on start-up if left unsent).
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+    Column("producer", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("key", LargeBinary, nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    Index("outbox_unpublished_idx", "producer", "id",
+          postgresql_where=text("published_at IS NULL")),
+)
+
+#: Every input record the pipeline has seen, kept verbatim (Kafka retention is
+#: finite; projections are rebuilt from here). One row per (topic, partition, offset).
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("topic", Text, nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("event_id", Text, nullable=True),
+    Column("event_type", Text, nullable=True),
+    Column("subject", Text, nullable=True),
+    Column("key", LargeBinary, nullable=True),
+    Column("value", LargeBinary, nullable=False),
+    Column("kafka_timestamp", DateTime(timezone=True), nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("topic", "partition", "offset", name="event_log_pkey"),
+    Index("event_log_event_id_idx", "event_id"),
+    Index("event_log_subject_idx", "subject"),
+)

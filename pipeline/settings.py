@@ -1,0 +1,152 @@
+"""The one place where dropship is configured.
+
+Every setting is an environment variable prefixed ``DROPSHIP_`` (for example
+``DROPSHIP_KAFKA_BOOTSTRAP_SERVERS``). Values are read, in order of precedence:
+
+1. the process environment;
+2. ``.env`` in the working directory;
+3. ``<state dir>/dev.env`` (default ``.dropship/dev.env``), written by
+   ``dropship dev up`` so that every command run from the project folder reaches
+   the embedded stack without further setup.
+
+Nothing here connects to anything: :func:`load_settings` only parses and
+validates. Callers (the CLI, the worker wiring, tests) build clients from the
+returned object. Invalid values raise :class:`SettingsError`, whose message is
+one line naming the variable and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "DROPSHIP_"
+DEFAULT_STATE_DIR = Path(".dropship")
+DEV_ENV_FILE = "dev.env"
+
+
+class SettingsError(Exception):
+    """A setting is invalid; ``str(err)`` is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """All runtime settings. Field ``foo_bar`` is variable ``DROPSHIP_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="ignore",
+        frozen=True,
+        env_file=(str(DEFAULT_STATE_DIR / DEV_ENV_FILE), ".env"),
+        env_file_encoding="utf-8",
+    )
+
+    # --- Kafka ---------------------------------------------------------------
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:19092", pattern=r"^[^\s,]+:\d+(,[^\s,]+:\d+)*$",
+        description="Comma-separated host:port list of Kafka brokers.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_enable_idempotence: bool = Field(
+        False, description="Idempotent producer: on for real Kafka, off for the embedded broker."
+    )
+    kafka_topic_partitions: int = Field(4, ge=1, le=1024)
+    kafka_replication_factor: int = Field(1, ge=1, le=16)
+    kafka_session_timeout_s: float = Field(6.0, ge=1.0, le=300.0)
+    kafka_heartbeat_interval_s: float = Field(1.0, gt=0.0, le=100.0)
+    kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    app_id: str = Field(
+        "dropship", pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Faust app id, also the prefix of consumer group ids.",
+    )
+
+    # --- Postgres ------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql+asyncpg://postgres@127.0.0.1:15432/dropship",
+        pattern=r"^postgresql\+asyncpg://",
+        description="SQLAlchemy URL; the driver must be asyncpg.",
+    )
+    database_pool_size: int = Field(5, ge=1, le=100)
+
+    # --- Business defaults (SLAs, windows) ----------------------------------
+    sla_acknowledge_hours: float = Field(24.0, gt=0)
+    sla_dispatch_hours: float = Field(72.0, gt=0)
+    payment_window_minutes: float = Field(60.0, gt=0)
+    return_window_days: float = Field(30.0, gt=0)
+    max_reroutes_per_line: int = Field(3, ge=0, le=100)
+
+    # --- Worker --------------------------------------------------------------
+    web_bind: str = Field("127.0.0.1", description="Address the worker's web server binds.")
+    web_port: int = Field(6066, ge=0, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Embedded development stack ------------------------------------------
+    state_dir: Path = DEFAULT_STATE_DIR
+    dev_kafka_port: int = Field(19092, ge=0, le=65535)
+    dev_pg_port: int = Field(15432, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> Settings:
+        if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
+            raise ValueError(
+                "DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S: must be at most a third of "
+                "DROPSHIP_KAFKA_SESSION_TIMEOUT_S"
+            )
+        if self.kafka_security_protocol.startswith("SASL") and not (
+            self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "DROPSHIP_KAFKA_SASL_USERNAME: SASL protocols need a username and "
+                "DROPSHIP_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    @property
+    def kafka_broker_url(self) -> str:
+        """Bootstrap servers in Faust's ``kafka://host:port;host:port`` form."""
+        return ";".join(f"kafka://{h}" for h in self.kafka_bootstrap_servers.split(","))
+
+    def group_id(self, consumer: str) -> str:
+        """Consumer group id of one of our consumers (``<app_id>.<consumer>``)."""
+        return f"{self.app_id}.{consumer}"
+
+
+def describe_error(err: ValidationError) -> str:
+    """Turn pydantic's multi-line report into one line naming the variable."""
+    first = err.errors()[0]
+    loc = [str(part) for part in first.get("loc", ()) if part != "__root__"]
+    msg = str(first.get("msg", "invalid value"))
+    if msg.startswith("Value error, "):
+        msg = msg.removeprefix("Value error, ")
+    if loc:
+        var = ENV_PREFIX + loc[0].upper()
+        shown = first.get("input")
+        if "password" in var.lower():
+            shown = "***"
+        return f"{var}: {msg} (got {shown!r})"
+    return msg
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate the settings (see module docstring for precedence).
+
+    The env file under the state dir is found from ``DROPSHIP_STATE_DIR`` when set.
+    Raises :class:`SettingsError` with a one-line message on any invalid value.
+    """
+    state_dir = Path(os.environ.get(ENV_PREFIX + "STATE_DIR", str(DEFAULT_STATE_DIR)))
+    env_files = (str(state_dir / DEV_ENV_FILE), ".env")
+    try:
+        return Settings(_env_file=env_files, **overrides)
+    except ValidationError as err:
+        raise SettingsError(describe_error(err)) from None

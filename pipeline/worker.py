@@ -1,0 +1,46 @@
+"""Worker wiring (entry point; nothing of ours imports this module).
+
+Builds the Faust app, the database engine and the agents from settings, creates
+any missing topic, and runs the Faust worker with its web server on
+``settings.web_bind`` (loopback by default, never Faust's 0.0.0.0 default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from agents import archive
+from events.topics import INPUT_TOPICS
+from pipeline.app import create_app, raw_topic
+from pipeline.db import create_engine
+from pipeline.kafka import ensure_topics
+from pipeline.settings import Settings
+
+
+def build(settings: Settings) -> faust.App:
+    """The app with every agent registered; connects to nothing yet."""
+    app = create_app(settings)
+    engine = create_engine(settings)
+    archive.register(app, raw_topic(app, *INPUT_TOPICS), engine)
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Create topics, then run the worker until SIGTERM/SIGINT (blocks).
+
+    Steps: 1. one event loop for everything; 2. ensure topics (fails fast if
+    Kafka is unreachable); 3. start the Faust worker on that loop.
+    """
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(ensure_topics(settings))
+    app = build(settings)
+    logging.getLogger("dropship").info(
+        "worker %s: kafka=%s web=%s:%d", settings.app_id, settings.kafka_bootstrap_servers,
+        settings.web_bind, settings.web_port,
+    )
+    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level)
+    worker.execute_from_commandline()

@@ -1,0 +1,1 @@
+"""Read models in Postgres, built from the event streams."""
