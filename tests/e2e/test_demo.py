@@ -1,0 +1,37 @@
+"""The README's first command, `dropship demo`, on its own fresh embedded stack."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+
+import pytest
+
+from pipeline.devstack.processes import accepts_connections, free_port, start_ticks
+from tests.helpers import make_state_dir, run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_runs_end_to_end_and_stops_what_it_started() -> None:
+    state_dir = make_state_dir("dropship-demo-")
+    kafka_port, pg_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update(DROPSHIP_STATE_DIR=str(state_dir), DROPSHIP_DEV_KAFKA_PORT=str(kafka_port),
+               DROPSHIP_DEV_PG_PORT=str(pg_port))
+    try:
+        result = run_cli("demo", env=env, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        out = result.stdout
+        assert "stack started" in out
+        assert "RECEIVED" in out
+        assert re.search(r"shop\.orders\[\d+\] @ \d+", out)
+        worker_pid = int(re.search(r"worker started \(pid (\d+)", out).group(1))  # type: ignore[union-attr]
+        assert start_ticks(worker_pid) is None  # the worker is gone
+        assert not accepts_connections(kafka_port)
+        assert not accepts_connections(pg_port)
+        assert not (state_dir / "stack.json").exists()
+    finally:
+        run_cli("dev", "down", env=env)
+        shutil.rmtree(state_dir, ignore_errors=True)

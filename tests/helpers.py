@@ -1,0 +1,43 @@
+"""Helpers for tests: run the CLI as a user would, build events, make state folders."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_state_dir(prefix: str = "dropship-test-") -> Path:
+    """A fresh state folder the unprivileged Postgres user can traverse."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
+            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``dropship ARGS`` as a user would, capturing its output.
+
+    Runs outside the project folder by default, so a developer's own
+    ``.dropship/dev.env`` is never read.
+    """
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd or tempfile.gettempdir(),
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def order_event(order_id: str, **data: Any) -> dict[str, Any]:
+    """Factory: a CloudEvents ``OrderPlaced`` as a shop would publish it."""
+    from pipeline.demo import sample_order
+
+    event = sample_order(order_id)
+    event["data"].update(data)
+    return event

@@ -1,0 +1,113 @@
+"""`dropship dev up | status | down`, driven through the CLI as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.devstack.processes import Proc, accepts_connections, free_port
+from tests.helpers import make_state_dir, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def state_dir() -> Iterator[Path]:
+    path = make_state_dir("dropship-devstack-")
+    try:
+        yield path
+    finally:
+        run_cli("dev", "down", env=_env(path))
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _env(state_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env["DROPSHIP_STATE_DIR"] = str(state_dir)
+    env.update(extra)
+    return env
+
+
+def _recorded(state_dir: Path) -> tuple[Proc, Proc]:
+    raw = json.loads((state_dir / "stack.json").read_text())
+    return Proc(**raw["broker"]), Proc(**raw["postgres"])
+
+
+def test_up_twice_status_down(state_dir: Path) -> None:
+    env = _env(state_dir, DROPSHIP_DEV_KAFKA_PORT=str(free_port()),
+               DROPSHIP_DEV_PG_PORT=str(free_port()))
+    first = run_cli("dev", "up", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "started" in first.stdout
+    broker, postgres = _recorded(state_dir)
+    assert broker.alive()
+    assert postgres.alive()
+    assert "DROPSHIP_KAFKA_BOOTSTRAP_SERVERS" in (state_dir / "dev.env").read_text()
+
+    second = run_cli("dev", "up", env=env)
+    assert second.returncode == 0, second.stderr
+    assert "already running" in second.stdout
+    assert _recorded(state_dir) == (broker, postgres)  # same processes, nothing new
+
+    status = run_cli("dev", "status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "memory only" in status.stdout
+    assert str(broker.pid) in status.stdout
+    assert str(postgres.pid) in status.stdout
+
+    stopped = run_cli("dev", "down", env=env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not broker.alive()
+    assert not postgres.alive()
+    assert not (state_dir / "stack.json").exists()
+    assert not (state_dir / "dev.env").exists()
+
+    after = run_cli("dev", "status", env=env)
+    assert after.returncode == 1
+    assert len(after.stderr.strip().splitlines()) == 1
+
+
+def test_taken_port_is_one_clear_line_and_leaves_nothing_running(state_dir: Path) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        for var in ("DROPSHIP_DEV_KAFKA_PORT", "DROPSHIP_DEV_PG_PORT"):
+            ports = {"DROPSHIP_DEV_KAFKA_PORT": str(free_port()),
+                     "DROPSHIP_DEV_PG_PORT": str(free_port()), var: str(taken)}
+            result = run_cli("dev", "up", env=_env(state_dir, **ports))
+            assert result.returncode == 1
+            lines = result.stderr.strip().splitlines()
+            assert len(lines) == 1, result.stderr
+            assert f"port {taken}" in lines[0]
+            assert "taken" in lines[0]
+            assert var in lines[0]
+            assert "Traceback" not in result.stderr
+            assert not (state_dir / "stack.json").exists()
+            # Whatever started before the failure (the broker, when Postgres' port
+            # was taken) was stopped again: nothing listens on the ports we gave.
+            for port in ports.values():
+                if port != str(taken):
+                    assert not accepts_connections(int(port))
+
+
+def test_missing_broker_binary_is_one_clear_line(state_dir: Path) -> None:
+    env = _env(state_dir, CALF_TANSU_BIN=str(state_dir / "no-such-broker"),
+               DROPSHIP_DEV_KAFKA_PORT=str(free_port()), DROPSHIP_DEV_PG_PORT=str(free_port()))
+    result = run_cli("dev", "up", env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "broker binary" in lines[0]
+
+
+def test_down_without_a_stack_is_harmless(state_dir: Path) -> None:
+    result = run_cli("dev", "down", env=_env(state_dir))
+    assert result.returncode == 0
+    assert "nothing to stop" in result.stdout
