@@ -10,6 +10,7 @@ from typing import Any
 
 import faust
 
+from events.topics import ALL_TOPICS
 from pipeline.kafka import ssl_context
 from pipeline.settings import Settings
 
@@ -56,7 +57,17 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-def raw_topic(app: faust.App, *names: str) -> Any:
+def raw_topic(app: faust.App, *names: str, partitions: int | None = None) -> Any:
     """A Faust topic over ``names`` whose keys and values stay raw bytes."""
-    return app.topic(*names, key_type=bytes, value_type=bytes,
+    return app.topic(*names, key_type=bytes, value_type=bytes, partitions=partitions,
                      key_serializer="raw", value_serializer="raw")
+
+
+def declare_topics(app: faust.App, settings: Settings) -> dict[str, Any]:
+    """Every topic of DESIGN.md as a raw Faust topic, with the configured partitions.
+
+    Agents subscribe to these (or to a multi-topic over several names); the
+    topics themselves are created on the broker by ``pipeline.kafka.ensure_topics``.
+    """
+    return {name: raw_topic(app, name, partitions=settings.kafka_topic_partitions)
+            for name in ALL_TOPICS}

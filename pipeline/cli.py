@@ -69,7 +69,7 @@ def dev_down(state_dir: StateDirOpt = None) -> None:
     else:
         out.print(f"stopped broker (pid {stack.broker.pid}) and "
                   f"postgres (pid {stack.postgres.pid}); "
-                  f"Postgres data kept in {stack.state_dir}/pg")
+                  f"Postgres data kept in {stack.pg_dir}")
 
 
 @dev_app.command("status")
@@ -98,7 +98,7 @@ def _print_stack(stack: object) -> None:
                   "up" if health["broker"] else "DOWN",
                   "memory only: forgets everything when stopped")
     table.add_row("postgres", str(stack.postgres.pid), f"127.0.0.1:{stack.pg_port}",
-                  "up" if health["postgres"] else "DOWN", f"{stack.state_dir}/pg/data")
+                  "up" if health["postgres"] else "DOWN", f"{stack.pg_dir}/data")
     out.print(table)
     out.print(f"settings (also in {stack.state_dir}/dev.env):")
     for key, value in stack.env().items():

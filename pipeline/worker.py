@@ -14,7 +14,7 @@ import faust
 
 from agents import archive
 from events.topics import INPUT_TOPICS
-from pipeline.app import create_app, raw_topic
+from pipeline.app import create_app, declare_topics, raw_topic
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
@@ -24,6 +24,7 @@ def build(settings: Settings) -> faust.App:
     """The app with every agent registered; connects to nothing yet."""
     app = create_app(settings)
     engine = create_engine(settings)
+    declare_topics(app, settings)
     archive.register(app, raw_topic(app, *INPUT_TOPICS), engine)
     return app
 

@@ -8,7 +8,9 @@ It runs with ``fsync=off`` (fast; a process crash loses nothing, an OS crash may
 
 Postgres refuses to run as root. When we are root, the server runs as the
 system user ``dropship-pg`` (created on first use with ``useradd --system``, no
-home, no login shell), which owns ``<state dir>/pg``.
+home, no login shell), which owns ``<state dir>/pg``. If that user cannot reach
+the state dir (say, a clone under ``/root``), the cluster lives in
+``/var/tmp/dropship-pg-<hash of the state dir>`` instead (:func:`choose_pg_dir`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -112,17 +115,45 @@ def _run(install: PgInstall, args: list[str], cwd: Path, timeout_s: float = 120.
         raise StackError(f"{Path(args[0]).name} failed: {detail[-1] if detail else res.returncode}")
 
 
+def _can_reach(os_user: str, path: Path) -> bool:
+    probe = subprocess.run(["test", "-x", str(path)], user=os_user, check=False, cwd="/")
+    return probe.returncode == 0
+
+
+def choose_pg_dir(install: PgInstall, state_dir: Path) -> Path:
+    """``<state dir>/pg``, or a /var/tmp folder if the server's user cannot reach it.
+
+    The fallback is named by a hash of the state dir, so each project folder
+    keeps its own cluster across ``up``/``down``.
+    """
+    if install.os_user is None or _can_reach(install.os_user, state_dir):
+        return state_dir / "pg"
+    digest = hashlib.sha256(str(state_dir.resolve()).encode()).hexdigest()[:12]
+    fallback = Path("/var/tmp") / f"dropship-pg-{digest}"  # noqa: S108 (checked below)
+    _check_not_planted(fallback, install.os_user)
+    return fallback
+
+
+def _check_not_planted(path: Path, os_user: str) -> None:
+    """Refuse a predictable path that someone else created (symlink or foreign owner)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    owners = {0, os.geteuid(), pwd.getpwnam(os_user).pw_uid}
+    if path.is_symlink() or not path.is_dir() or st.st_uid not in owners:
+        raise StackError(f"{path} exists but was not made by dropship; remove it or "
+                         "choose another state dir with DROPSHIP_STATE_DIR")
+
+
 def _prepare_dir(install: PgInstall, pg_dir: Path) -> None:
-    pg_dir.mkdir(parents=True, exist_ok=True)
+    pg_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
     if install.os_user is None:
         return
     entry = pwd.getpwnam(install.os_user)
     for path in [pg_dir, *pg_dir.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
-    probe = subprocess.run(
-        ["test", "-w", str(pg_dir)], user=install.os_user, check=False, cwd="/"
-    )
-    if probe.returncode != 0:
+    if not _can_reach(install.os_user, pg_dir):
         raise StackError(
             f"user {install.os_user} cannot reach {pg_dir}; choose a state dir "
             "under a world-traversable folder with DROPSHIP_STATE_DIR"

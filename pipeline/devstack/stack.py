@@ -6,7 +6,8 @@ The stack lives under a state folder (default ``.dropship/``):
   started: ``down`` signals exactly these and nothing else;
 - ``dev.env``: the ``DROPSHIP_`` settings that reach the stack, read by
   :func:`pipeline.settings.load_settings` from the project folder;
-- ``broker.log``, ``pg/`` (cluster data and ``postgres.log``).
+- ``broker.log``, ``pg/`` (cluster data and ``postgres.log``; see
+  :func:`pipeline.devstack.postgres.choose_pg_dir` for when it lives elsewhere).
 
 Callers: the CLI, ``dropship demo`` and the test fixtures (tests use the same
 code with a temporary state folder and free ports).
@@ -23,6 +24,7 @@ from pipeline.devstack.postgres import (
     DATABASE,
     SUPERUSER,
     PgInstall,
+    choose_pg_dir,
     resolve_install,
     start_postgres,
     stop_postgres,
@@ -44,6 +46,7 @@ class Stack:
     postgres: Proc
     pg_bindir: str
     pg_os_user: str | None
+    pg_dir: Path
 
     @property
     def bootstrap_servers(self) -> str:
@@ -91,6 +94,7 @@ def load(state_dir: Path) -> Stack | None:
         postgres=Proc(**raw["postgres"]),
         pg_bindir=raw["pg_bindir"],
         pg_os_user=raw.get("pg_os_user"),
+        pg_dir=Path(raw["pg_dir"]),
     )
 
 
@@ -102,6 +106,7 @@ def _save(stack: Stack) -> None:
         "postgres": asdict(stack.postgres),
         "pg_bindir": stack.pg_bindir,
         "pg_os_user": stack.pg_os_user,
+        "pg_dir": str(stack.pg_dir),
         "broker_storage": "memory (forgotten when the broker stops)",
     }
     _state_path(stack.state_dir).write_text(json.dumps(raw, indent=2) + "\n")
@@ -130,14 +135,15 @@ def up(state_dir: Path, kafka_port: int, pg_port: int) -> tuple[Stack, bool]:
     kafka_port = kafka_port or free_port()
     pg_port = pg_port or free_port()
     install = resolve_install()
+    pg_dir = choose_pg_dir(install, state_dir)
     broker = start_broker(kafka_port, state_dir / "broker.log")
     try:
-        postgres = start_postgres(install, state_dir / "pg", pg_port)
+        postgres = start_postgres(install, pg_dir, pg_port)
     except BaseException:
         broker.stop()
         raise
     stack = Stack(state_dir, kafka_port, pg_port, broker, postgres,
-                  str(install.bindir), install.os_user)
+                  str(install.bindir), install.os_user, pg_dir)
     _save(stack)
     return stack, True
 
@@ -145,7 +151,7 @@ def up(state_dir: Path, kafka_port: int, pg_port: int) -> tuple[Stack, bool]:
 def _stop(stack: Stack) -> None:
     stack.broker.stop()
     stop_postgres(PgInstall(Path(stack.pg_bindir), stack.pg_os_user),
-                  stack.state_dir / "pg", stack.postgres)
+                  stack.pg_dir, stack.postgres)
 
 
 def down(state_dir: Path) -> Stack | None:

@@ -6,12 +6,13 @@ import json
 import os
 import shutil
 import socket
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from pipeline.devstack.processes import Proc, accepts_connections, free_port
+from pipeline.devstack.processes import Proc, StackError, accepts_connections, free_port
 from tests.helpers import make_state_dir, run_cli
 
 pytestmark = pytest.mark.integration
@@ -111,3 +112,39 @@ def test_down_without_a_stack_is_harmless(state_dir: Path) -> None:
     result = run_cli("dev", "down", env=_env(state_dir))
     assert result.returncode == 0
     assert "nothing to stop" in result.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")
+def test_state_dir_the_postgres_user_cannot_reach_falls_back_to_var_tmp() -> None:
+    private = Path(tempfile.mkdtemp(prefix="dropship-private-"))  # mode 0700, root only
+    state_dir = private / "state"
+    env = _env(state_dir, DROPSHIP_DEV_KAFKA_PORT=str(free_port()),
+               DROPSHIP_DEV_PG_PORT=str(free_port()))
+    pg_dir: str | None = None
+    try:
+        result = run_cli("dev", "up", env=env)
+        assert result.returncode == 0, result.stderr
+        pg_dir = json.loads((state_dir / "stack.json").read_text())["pg_dir"]
+        assert pg_dir.startswith("/var/tmp/dropship-pg-")
+        assert _recorded(state_dir)[1].alive()
+    finally:
+        assert run_cli("dev", "down", env=env).returncode == 0
+        if pg_dir:
+            shutil.rmtree(pg_dir, ignore_errors=True)
+        shutil.rmtree(private, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root runs Postgres as another user")
+def test_a_planted_fallback_folder_is_refused() -> None:
+    from pipeline.devstack.postgres import PgInstall, choose_pg_dir
+
+    private = Path(tempfile.mkdtemp(prefix="dropship-private-"))
+    install = PgInstall(Path("/nonexistent"), "dropship-pg")
+    fallback = choose_pg_dir(install, private)  # computes a path, creates nothing
+    try:
+        fallback.symlink_to(private)  # an attacker's symlink at the predictable path
+        with pytest.raises(StackError, match="not made by dropship"):
+            choose_pg_dir(install, private)
+    finally:
+        fallback.unlink(missing_ok=True)
+        shutil.rmtree(private, ignore_errors=True)
