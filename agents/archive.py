@@ -20,6 +20,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events.codec import DecodeError, decode
 from pipeline.checkpoints import (
     CheckpointConflict,
     LoggedRecord,
@@ -36,7 +37,17 @@ log = logging.getLogger(__name__)
 
 
 def envelope_fields(value: bytes) -> tuple[str | None, str | None, str | None]:
-    """(id, type, subject) of a CloudEvents JSON value; Nones where absent or unreadable."""
+    """(id, type, subject) of a record value, for indexing ``event_log``.
+
+    A valid event is read with the codec; an invalid one is still archived, with
+    whatever of these attributes plain JSON parsing finds (None where absent).
+    """
+    try:
+        event = decode(value)
+    except DecodeError:
+        pass
+    else:
+        return event.id, event.type, event.subject
     try:
         doc = json.loads(value)
     except ValueError:

@@ -29,3 +29,25 @@ ALL_TOPICS: Final[tuple[str, ...]] = tuple(KEYED_BY)
 
 #: Topics written by parties outside the pipeline (shops, suppliers).
 INPUT_TOPICS: Final[tuple[str, ...]] = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_CATALOG)
+
+
+#: topic -> (what it carries, who writes it, who reads it): documentation, and
+#: the source of the AsyncAPI document's channels.
+TOPIC_DOCS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
+    SHOP_ORDERS: ("Orders, payments, cancellations, returns and delivery confirmations "
+                  "from shops.", ("shops",), ("order agent", "archive agent")),
+    SUPPLIER_EVENTS: ("Acceptances, rejections, shipments, deliveries and returns from "
+                      "suppliers.", ("suppliers",), ("order agent", "archive agent")),
+    SUPPLIER_CATALOG: ("Suppliers' offers and stock levels.", ("suppliers",),
+                       ("allocation agent", "projector", "archive agent")),
+    ALLOCATION: ("Commands to reserve or release stock for order lines.", ("order agent",),
+                 ("allocation agent",)),
+    DECISIONS: ("Allocation decisions per order line.", ("allocation agent",),
+                ("order agent", "projector")),
+    SUPPLIER_ORDERS: ("Orders routed to suppliers, and their cancellations.", ("order agent",),
+                      ("suppliers",)),
+    ORDER_STATUS: ("Order status changes and refunds.", ("order agent",),
+                   ("shops", "projector")),
+    DLQ: ("Records an agent refused, with the reason.", ("every agent",),
+          ("projector", "ops")),
+}

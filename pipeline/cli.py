@@ -142,6 +142,64 @@ def topics() -> None:
     out.print(f"created: {', '.join(created) or 'none (all exist)'}")
 
 
+@app.command("publish")
+def publish(
+    file: Annotated[str, typer.Argument(help="JSON Lines file of CloudEvents, or - for stdin")],
+    topic: Annotated[str, typer.Option(help="Topic to publish to, e.g. shop.orders")],
+    skip_invalid: Annotated[bool, typer.Option(help="Send the valid lines anyway.")] = False,
+) -> None:
+    """Validate every line, then send them keyed by subject; report each line."""
+    from pipeline.publisher import publish as publish_lines
+
+    s = _settings()
+    if file == "-":
+        lines = sys.stdin.buffer.readlines()
+    else:
+        path = Path(file)
+        if not path.is_file():
+            fail(f"no such file: {file}")
+        lines = path.read_bytes().splitlines()
+    try:
+        outcomes = asyncio.run(publish_lines(s, topic, lines, skip_invalid))
+    except ValueError as exc:
+        fail(str(exc))
+    for outcome in outcomes:
+        out.print(outcome.describe(topic), markup=False, highlight=False, soft_wrap=True)
+    refused = sum(1 for o in outcomes if o.error)
+    sent = sum(1 for o in outcomes if o.sent)
+    if refused:
+        tail = "" if skip_invalid else "; nothing sent (use --skip-invalid to send the valid ones)"
+        fail(f"{refused} of {len(outcomes)} lines refused, {sent} sent{tail}")
+    out.print(f"{sent} sent to {topic}")
+
+
+schema_app = typer.Typer(help="The event contracts as documents.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+
+@schema_app.command("export")
+def schema_export(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write into.")] = Path("docs"),
+    check: Annotated[bool, typer.Option(help="Only check the files are current.")] = False,
+) -> None:
+    """Write docs/schemas/<type>.json (JSON Schema) and docs/asyncapi.json (AsyncAPI 3.0)."""
+    from events.schemas import render
+
+    stale = []
+    for rel, text in render().items():
+        path = out_dir / rel
+        if path.exists() and path.read_text() == text:
+            continue
+        stale.append(rel)
+        if not check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    if check and stale:
+        fail(f"{len(stale)} contract documents are stale ({', '.join(stale[:3])}...); "
+             "run `dropship schema export`")
+    out.print(f"{len(stale)} files {'stale' if check else 'written'} under {out_dir}")
+
+
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings (secrets masked)."""

@@ -12,13 +12,13 @@ Returns True if the order reached Postgres in time.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,11 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from events.codec import encode, key_of
+from events.envelope import CloudEvent, wrap
+from events.orders import OrderLine, OrderPlaced
 from events.topics import SHOP_ORDERS
+from events.types import Address, Money
 from pipeline.checkpoints import load_checkpoint
 from pipeline.db import create_engine
 from pipeline.devstack import Stack, down, up
@@ -37,27 +41,19 @@ from pipeline.schema import event_log
 from pipeline.settings import Settings
 
 
-def sample_order(order_id: str) -> dict[str, Any]:
-    """A CloudEvents 1.0 ``OrderPlaced`` as a shop publishes it."""
-    return {
-        "specversion": "1.0",
-        "id": str(uuid.uuid4()),
-        "source": "shop/demo-shop",
-        "type": "dropship.order.placed.v1",
-        "time": datetime.now(UTC).isoformat(),
-        "subject": order_id,
-        "datacontenttype": "application/json",
-        "data": {
-            "order_id": order_id,
-            "shop_id": "demo-shop",
-            "customer_ref": "cust-1",
-            "ship_to": {"name": "Ada Lovelace", "line1": "1 Loop Road", "city": "Lyon",
-                        "postal_code": "69001", "country": "FR"},
-            "currency": "EUR",
-            "lines": [{"line_id": "L1", "sku": "SKU-MUG", "quantity": 2, "unit_price": "12.50"}],
-            "placed_at": datetime.now(UTC).isoformat(),
-        },
-    }
+def sample_order(order_id: str, now: datetime | None = None) -> CloudEvent:
+    """A valid ``OrderPlaced`` CloudEvent as the shop ``demo-shop`` publishes it."""
+    now = now or datetime.now(UTC)
+    order = OrderPlaced(
+        order_id=order_id, shop_id="demo-shop", customer_ref="cust-1",
+        ship_to=Address(name="Ada Lovelace", line1="1 Loop Road", city="Lyon",
+                        postal_code="69001", country="FR"),
+        currency="EUR",
+        lines=(OrderLine(line_id="L1", sku="SKU-MUG", quantity=2,
+                         unit_price=Money(amount=Decimal("12.50"), currency="EUR")),),
+        placed_at=now,
+    )
+    return wrap(order, id=str(uuid.uuid4()), source="shop/demo-shop", time=now)
 
 
 def start_worker(settings: Settings, stack: Stack, log_path: Path) -> Proc:
@@ -72,12 +68,11 @@ def start_worker(settings: Settings, stack: Stack, log_path: Path) -> Proc:
     return Proc.of(popen.pid)
 
 
-async def publish(settings: Settings, order: dict[str, Any]) -> tuple[int, int]:
+async def publish(settings: Settings, order: CloudEvent) -> tuple[int, int]:
     producer = create_producer(settings)
     await producer.start()
     try:
-        md = await producer.send_and_wait(SHOP_ORDERS, json.dumps(order).encode(),
-                                          key=order["subject"].encode())
+        md = await producer.send_and_wait(SHOP_ORDERS, encode(order), key=key_of(order))
         return md.partition, md.offset
     finally:
         await producer.stop()
@@ -102,8 +97,8 @@ async def wait_recorded(settings: Settings, event_id: str, timeout_s: float) -> 
         await engine.dispose()
 
 
-def show(console: Console, order: dict[str, Any], found: dict[str, Any]) -> None:
-    table = Table(title=f"order {order['subject']}")
+def show(console: Console, order: CloudEvent, found: dict[str, Any]) -> None:
+    table = Table(title=f"order {order.subject}")
     table.add_column("field")
     table.add_column("value")
     table.add_row("status", "RECEIVED: recorded by the pipeline in Postgres (event_log)")
@@ -130,9 +125,9 @@ def run(settings: Settings, *, keep: bool, timeout_s: float, console: Console) -
         console.print(f"worker started (pid {worker.pid}, log {stack.state_dir}/worker.log)")
         order = sample_order(f"demo-{uuid.uuid4().hex[:8]}")
         partition, offset = asyncio.run(publish(live, order))
-        console.print(f"shop published OrderPlaced {order['subject']} -> "
+        console.print(f"shop published OrderPlaced {order.subject} -> "
                       f"{SHOP_ORDERS}[{partition}] @ {offset}")
-        found = asyncio.run(wait_recorded(live, order["id"], timeout_s))
+        found = asyncio.run(wait_recorded(live, order.id, timeout_s))
         if found:
             show(console, order, found)
         return bool(found)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,8 @@ def make_state_dir(prefix: str = "dropship-test-") -> Path:
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
-            cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+            cwd: Path | None = None, stdin: str | None = None,
+            ) -> subprocess.CompletedProcess[str]:
     """Run ``dropship ARGS`` as a user would, capturing its output.
 
     Runs outside the project folder by default, so a developer's own
@@ -30,14 +32,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.
         env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd or tempfile.gettempdir(),
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True, text=True, timeout=timeout, check=False, input=stdin,
     )
 
 
-def order_event(order_id: str, **data: Any) -> dict[str, Any]:
-    """Factory: a CloudEvents ``OrderPlaced`` as a shop would publish it."""
+def order_event(order_id: str) -> dict[str, Any]:
+    """Factory: a valid CloudEvents ``OrderPlaced`` (as JSON) as a shop would publish it."""
+    from events.codec import encode
     from pipeline.demo import sample_order
 
-    event = sample_order(order_id)
-    event["data"].update(data)
+    event: dict[str, Any] = json.loads(encode(sample_order(order_id)))
     return event

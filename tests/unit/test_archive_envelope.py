@@ -33,3 +33,11 @@ def test_overlong_ids_are_truncated() -> None:
     event_id, _, _ = envelope_fields(json.dumps({"id": "x" * 10_000}).encode())
     assert event_id is not None
     assert len(event_id) == 200
+
+
+def test_valid_events_are_read_with_the_codec() -> None:
+    from events.codec import encode
+    from pipeline.demo import sample_order
+
+    event = sample_order("o-77")
+    assert envelope_fields(encode(event)) == (event.id, "dropship.order.placed.v1", "o-77")

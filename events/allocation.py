@@ -1,0 +1,96 @@
+"""Allocation commands (``fulfillment.allocation``, key: sku) and decisions
+(``fulfillment.decisions``, key: order id), exchanged by our own agents."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from events.base import Command, Event, SourceKind
+from events.topics import ALLOCATION, DECISIONS
+from events.types import CountryCode, Id, Money, Quantity, Text, Timestamp
+
+BackorderReason = Literal["no_offer", "no_stock", "all_suppliers_excluded"]
+SupplierIds = Annotated[tuple[Id, ...], Field(max_length=100)]
+
+
+class _AllocationCommand(Command):
+    TOPIC: ClassVar[str] = ALLOCATION
+    SOURCE_KIND: ClassVar[SourceKind] = "dropship"
+    SUBJECT: ClassVar[str] = "sku"
+
+
+class AllocateLine(_AllocationCommand):
+    """Reserve stock for (the rest of) an order line, never from ``excluded_suppliers``."""
+
+    TYPE: ClassVar[str] = "dropship.allocation.allocate_line.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    quantity: Quantity
+    ship_to_country: CountryCode
+    excluded_suppliers: SupplierIds = ()
+    requested_at: Timestamp
+
+
+class ReleaseLine(_AllocationCommand):
+    """Give back reserved stock of a line: all of it, or ``quantity`` from ``supplier_id``."""
+
+    TYPE: ClassVar[str] = "dropship.allocation.release_line.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    supplier_id: Id | None = None
+    quantity: Quantity | None = None
+    reason: Text
+    requested_at: Timestamp
+
+
+class _Decision(Event):
+    TOPIC: ClassVar[str] = DECISIONS
+    SOURCE_KIND: ClassVar[SourceKind] = "dropship"
+    SUBJECT: ClassVar[str] = "order_id"
+
+
+class LineAllocated(_Decision):
+    """``quantity`` units of a line were reserved at ``supplier_id``."""
+
+    TYPE: ClassVar[str] = "dropship.line.allocated.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    supplier_id: Id
+    quantity: Quantity
+    unit_cost: Money
+    allocated_at: Timestamp
+
+
+class LineBackordered(_Decision):
+    """``quantity`` units of a line could not be reserved anywhere (yet)."""
+
+    TYPE: ClassVar[str] = "dropship.line.backordered.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    quantity: Quantity
+    reason: BackorderReason
+    backordered_at: Timestamp
+
+
+class LineReleased(_Decision):
+    """``quantity`` reserved units of a line went back to ``supplier_id``'s stock."""
+
+    TYPE: ClassVar[str] = "dropship.line.released.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    supplier_id: Id
+    quantity: Quantity
+    reason: Text
+    released_at: Timestamp

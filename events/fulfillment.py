@@ -1,0 +1,90 @@
+"""What the order agent tells suppliers (``fulfillment.supplier-orders``, key:
+supplier id) and shops (``fulfillment.order-status``, key: order id)."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Field
+
+from events.base import Event, SourceKind
+from events.orders import MAX_LINES
+from events.topics import ORDER_STATUS, SUPPLIER_ORDERS
+from events.types import Address, Id, Money, Quantity, Text, Timestamp, Value
+
+OrderStatus = Literal[
+    "placed", "payment_held", "paid", "allocated", "backordered", "sent_to_supplier",
+    "partially_dispatched", "dispatched", "delivered", "cancelled", "return_requested",
+    "returned", "refunded", "held_for_ops",
+]
+
+
+class SupplierOrderLine(Value):
+    line_id: Id
+    sku: Id
+    quantity: Quantity
+
+
+class _SupplierOrderEvent(Event):
+    TOPIC: ClassVar[str] = SUPPLIER_ORDERS
+    SOURCE_KIND: ClassVar[SourceKind] = "dropship"
+    SUBJECT: ClassVar[str] = "supplier_id"
+
+
+class SupplierOrderRequested(_SupplierOrderEvent):
+    """Ship these lines to this address: accept by ``acknowledge_by``, dispatch by
+    ``dispatch_by``."""
+
+    TYPE: ClassVar[str] = "dropship.supplier_order.requested.v1"
+
+    supplier_order_id: Id
+    supplier_id: Id
+    order_id: Id
+    ship_to: Address
+    lines: Annotated[tuple[SupplierOrderLine, ...], Field(min_length=1, max_length=MAX_LINES)]
+    acknowledge_by: Timestamp
+    dispatch_by: Timestamp
+    requested_at: Timestamp
+
+
+class SupplierOrderCancelled(_SupplierOrderEvent):
+    """Do not ship this supplier order (any more)."""
+
+    TYPE: ClassVar[str] = "dropship.supplier_order.cancelled.v1"
+
+    supplier_order_id: Id
+    supplier_id: Id
+    order_id: Id
+    reason: Text
+    cancelled_at: Timestamp
+
+
+class _StatusEvent(Event):
+    TOPIC: ClassVar[str] = ORDER_STATUS
+    SOURCE_KIND: ClassVar[SourceKind] = "dropship"
+    SUBJECT: ClassVar[str] = "order_id"
+
+
+class OrderStatusChanged(_StatusEvent):
+    """An order moved to a new status (what shops and the projections follow)."""
+
+    TYPE: ClassVar[str] = "dropship.order.status_changed.v1"
+
+    order_id: Id
+    shop_id: Id
+    status: OrderStatus
+    previous_status: OrderStatus | None = None
+    reason: Text | None = None
+    changed_at: Timestamp
+
+
+class RefundIssued(_StatusEvent):
+    """Money goes back to the customer for a return."""
+
+    TYPE: ClassVar[str] = "dropship.refund.issued.v1"
+
+    order_id: Id
+    shop_id: Id
+    rma_id: Id
+    amount: Money
+    issued_at: Timestamp
