@@ -1,5 +1,6 @@
-"""Allocation commands (``fulfillment.allocation``, key: sku) and decisions
-(``fulfillment.decisions``, key: order id), exchanged by our own agents."""
+"""Allocation commands (``fulfillment.allocation``, key: sku), decisions
+(``fulfillment.decisions``, key: order id) and stock budgets (``fulfillment.stock``,
+key: sku), exchanged by our own agents."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from events.base import Command, Event, SourceKind
-from events.topics import ALLOCATION, DECISIONS
+from events.topics import ALLOCATION, DECISIONS, STOCK
 from events.types import CountryCode, Id, Money, Quantity, Text, Timestamp
 
 BackorderReason = Literal["no_offer", "no_stock", "all_suppliers_excluded"]
@@ -94,3 +95,21 @@ class LineReleased(_Decision):
     quantity: Quantity
     reason: Text
     released_at: Timestamp
+
+
+class SupplierStockChanged(Event):
+    """A (supplier, sku) stock budget after a change: what the supplier last reported,
+    what is reserved against that report, and what remains."""
+
+    TYPE: ClassVar[str] = "dropship.stock.changed.v1"
+    TOPIC: ClassVar[str] = STOCK
+    SOURCE_KIND: ClassVar[SourceKind] = "dropship"
+    SUBJECT: ClassVar[str] = "sku"
+
+    supplier_id: Id
+    sku: Id
+    reported_available: Annotated[int, Field(ge=0)]
+    reserved: Annotated[int, Field(ge=0)]
+    remaining: Annotated[int, Field(ge=0)]
+    report_as_of: Timestamp
+    changed_at: Timestamp

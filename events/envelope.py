@@ -36,6 +36,7 @@ from events.allocation import (
     LineBackordered,
     LineReleased,
     ReleaseLine,
+    SupplierStockChanged,
 )
 from events.base import Message
 from events.catalog import StockLevelReported, SupplierOfferUpdated
@@ -75,7 +76,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     ReturnReceived,
     SupplierOfferUpdated, StockLevelReported,
     AllocateLine, ReleaseLine,
-    LineAllocated, LineBackordered, LineReleased,
+    LineAllocated, LineBackordered, LineReleased, SupplierStockChanged,
     SupplierOrderRequested, SupplierOrderCancelled,
     OrderStatusChanged, RefundIssued,
     DeadLetter,

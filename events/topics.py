@@ -11,6 +11,7 @@ ALLOCATION: Final = "fulfillment.allocation"
 DECISIONS: Final = "fulfillment.decisions"
 SUPPLIER_ORDERS: Final = "fulfillment.supplier-orders"
 ORDER_STATUS: Final = "fulfillment.order-status"
+STOCK: Final = "fulfillment.stock"
 DLQ: Final = "fulfillment.dlq"
 
 #: topic -> what its record key is.
@@ -22,6 +23,7 @@ KEYED_BY: Final[dict[str, str]] = {
     DECISIONS: "order_id",
     SUPPLIER_ORDERS: "supplier_id",
     ORDER_STATUS: "order_id",
+    STOCK: "sku",
     DLQ: "original key",
 }
 
@@ -48,6 +50,8 @@ TOPIC_DOCS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
                       ("suppliers",)),
     ORDER_STATUS: ("Order status changes and refunds.", ("order agent",),
                    ("shops", "projector")),
+    STOCK: ("Per (supplier, sku) stock budgets after every change the allocation agent "
+            "makes.", ("allocation agent",), ("projector",)),
     DLQ: ("Records an agent refused, with the reason.", ("every agent",),
           ("projector", "ops")),
 }

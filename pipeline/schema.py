@@ -79,3 +79,25 @@ event_log = Table(
     Index("event_log_event_id_idx", "event_id"),
     Index("event_log_subject_idx", "subject"),
 )
+
+#: Event ids each consumer has applied, per CloudEvents (source, id): a
+#: redelivered or re-published event is recognised and dropped.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("consumer", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("event_id", Text, nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("consumer", "source", "event_id", name="processed_events_pkey"),
+)
+
+#: The allocation agent's state of record: one document per sku (offers, stock
+#: budgets, live reservations by line), the aggregate the pure core works on.
+allocation_state = Table(
+    "allocation_state",
+    metadata,
+    Column("sku", Text, primary_key=True),
+    Column("state", JSONB, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)

@@ -12,12 +12,14 @@ import logging
 
 import faust
 
-from agents import archive
+from agents import allocation, archive, runner
+from agents.allocation import AllocationHandler
 from events.topics import INPUT_TOPICS
 from pipeline.app import create_app, declare_topics, raw_topic
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
+from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor
 
 
 def build(settings: Settings) -> faust.App:
@@ -25,7 +27,12 @@ def build(settings: Settings) -> faust.App:
     app = create_app(settings)
     engine = create_engine(settings)
     declare_topics(app, settings)
+    reader = KafkaRangeReader(settings)
     archive.register(app, raw_topic(app, *INPUT_TOPICS), engine)
+    allocator = Processor(engine, AllocationHandler(), reader,
+                          OutboxRelay(engine, allocation.CONSUMER, settings))
+    runner.register(app, raw_topic(app, *allocation.TOPICS), allocator, "allocation",
+                    allocation.TOPICS)
     return app
 
 

@@ -23,10 +23,11 @@ def test_app_options_come_from_settings() -> None:
     assert set(INPUT_TOPICS) <= set(topics)
 
 
-def test_worker_wiring_registers_the_archive_agent_without_connecting() -> None:
+def test_worker_wiring_registers_the_agents_without_connecting() -> None:
     from pipeline.worker import build
 
     app = build(Settings(_env_file=None, app_id="unit-wiring",
                          kafka_bootstrap_servers="127.0.0.1:9",
                          database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none"))
-    assert "archive" in {agent.name.rsplit(".", 1)[-1] for agent in app.agents.values()}
+    names = {agent.name.rsplit(".", 1)[-1] for agent in app.agents.values()}
+    assert {"archive", "allocation"} <= names

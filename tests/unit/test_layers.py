@@ -77,3 +77,15 @@ def test_nothing_imports_an_entry_point(module: str) -> None:
     bad = {n for n in _ours(GRAPH[module]) if n in ENTRY_POINTS
            or any(n.startswith(e + ".") for e in ENTRY_POINTS)}
     assert not bad, f"{module} imports entry point(s) {bad}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("agents.core")))
+def test_decision_core_is_pure(module: str) -> None:
+    """Decisions import contracts only: no framework, no runtime, no agent adapter."""
+    imported = GRAPH[module]
+    assert not {n for n in imported if n.split(".")[0] in FRAMEWORKS}, imported
+    assert all(n.startswith(("events", "agents.core")) for n in _ours(imported)), imported
+
+
+def test_there_is_a_decision_core() -> None:
+    assert "agents.core.allocation" in GRAPH

@@ -1,0 +1,117 @@
+"""The allocation agent: a thin adapter from Kafka + Postgres to ``agents.core.allocation``.
+
+Consumes ``fulfillment.allocation`` (AllocateLine, ReleaseLine) and
+``supplier.catalog`` (offers, stock reports), both keyed by sku, so every
+decision about one sku is taken in one partition by one worker. State of
+record: one ``allocation_state`` row per sku, locked (``FOR UPDATE``) for the
+batch transaction the :class:`~pipeline.transactional.Processor` runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from agents.core import allocation as core
+from events.envelope import CloudEvent
+from events.topics import ALLOCATION, SUPPLIER_CATALOG
+from pipeline.schema import allocation_state
+from pipeline.transactional import Incoming, derive
+
+CONSUMER = "allocation"
+TOPICS = (ALLOCATION, SUPPLIER_CATALOG)
+
+
+# --- state <-> JSON ----------------------------------------------------------
+
+def dump_state(state: core.SkuState) -> dict[str, Any]:
+    """A JSON document of the state (stable: sorted keys and lines)."""
+    return {
+        "offers": {sid: {"priority": o.priority, "unit_cost": str(o.unit_cost),
+                         "currency": o.currency, "lead_time_days": o.lead_time_days,
+                         "active": o.active, "allow_split": o.allow_split,
+                         "updated_at": o.updated_at.isoformat()}
+                   for sid, o in sorted(state.offers.items())},
+        "stock": {sid: {"available": s.available, "as_of": s.as_of.isoformat(), "used": s.used}
+                  for sid, s in sorted(state.stock.items())},
+        "lines": [
+            {"order_id": ln.order_id, "line_id": ln.line_id, "requested": ln.requested,
+             "arrival": ln.arrival, "backordered": ln.backordered,
+             "excluded": sorted(ln.excluded),
+             "reservations": [[r.supplier_id, r.quantity, r.budget_as_of.isoformat()]
+                              for r in ln.reservations]}
+            for _, ln in sorted(state.lines.items())
+        ],
+        "next_arrival": state.next_arrival,
+    }
+
+
+def load_state(sku: str, doc: dict[str, Any]) -> core.SkuState:
+    """The inverse of :func:`dump_state`."""
+    ts = datetime.fromisoformat
+    offers = {sid: core.Offer(sid, o["priority"], Decimal(o["unit_cost"]), o["currency"],
+                              o["lead_time_days"], o["active"], o["allow_split"],
+                              ts(o["updated_at"]))
+              for sid, o in doc["offers"].items()}
+    stock = {sid: core.Stock(s["available"], ts(s["as_of"]), s["used"])
+             for sid, s in doc["stock"].items()}
+    lines = {
+        (ln["order_id"], ln["line_id"]): core.Line(
+            ln["order_id"], ln["line_id"], ln["requested"], ln["arrival"],
+            tuple(core.Reservation(sid, qty, ts(as_of)) for sid, qty, as_of in ln["reservations"]),
+            ln["backordered"], frozenset(ln["excluded"]))
+        for ln in doc["lines"]
+    }
+    return core.SkuState(sku, offers, stock, lines, doc["next_arrival"])
+
+
+async def lock_states(conn: AsyncConnection, skus: set[str]) -> dict[str, core.SkuState]:
+    """Load and lock the state rows of ``skus`` (missing ones start empty)."""
+    rows = await conn.execute(
+        select(allocation_state.c.sku, allocation_state.c.state)
+        .where(allocation_state.c.sku.in_(skus)).order_by(allocation_state.c.sku)
+        .with_for_update()
+    )
+    found = {sku: load_state(sku, doc) for sku, doc in rows}
+    return {sku: found.get(sku) or core.SkuState(sku) for sku in skus}
+
+
+async def save_states(conn: AsyncConnection, states: Sequence[core.SkuState]) -> None:
+    if not states:
+        return
+    stmt = insert(allocation_state).values(
+        [{"sku": s.sku, "state": dump_state(s)} for s in states])
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=[allocation_state.c.sku],
+        set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
+    ))
+
+
+# --- the handler -----------------------------------------------------------------
+
+class AllocationHandler:
+    """Applies catalog events and allocation commands to per-sku state, in order."""
+
+    def __init__(self, consumer: str = CONSUMER) -> None:
+        self.consumer = consumer
+
+    async def handle(self, conn: AsyncConnection, batch: Sequence[Incoming]) -> list[CloudEvent]:
+        """Steps: 1. lock the skus' rows; 2. apply each event with the pure core;
+        3. save the changed states; 4. return the derived events (ids from causes)."""
+        states = await lock_states(conn, {inc.event.subject for inc in batch})
+        changed: dict[str, core.SkuState] = {}
+        out: list[CloudEvent] = []
+        for inc in batch:
+            sku = inc.event.subject
+            state, payloads = core.apply(states[sku], inc.event.data, inc.event.time)
+            if state is not states[sku]:
+                states[sku] = changed[sku] = state
+            out.extend(derive(inc.event, payloads, self.consumer))
+        await save_states(conn, [changed[s] for s in sorted(changed)])
+        return out

@@ -1,0 +1,1 @@
+"""Pure decision code: plain state in, new state and events out. No I/O, no frameworks."""

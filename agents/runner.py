@@ -1,0 +1,118 @@
+"""Runs a :class:`pipeline.transactional.Processor` as a Faust agent (shared by every agent).
+
+Faust does what it is good at here: group membership, partition ownership,
+fetching, batching (``take_events``), timers. What is applied is decided by the
+Postgres checkpoints, never by Faust's committed offsets:
+
+- each batch goes through the processor (exactly once, gaps repaired);
+- on start-up the outbox left unsent by a previous run is published;
+- every ``tail_check_s`` the checkpoint of each owned partition is compared
+  with the fetch high-water mark; if records past the checkpoint have been
+  sitting there since the last check (a batch that failed, or records Faust
+  skipped at the tail), they are read back from Kafka and applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline.checkpoints import CheckpointConflict
+from pipeline.transactional import Processor, Record
+
+log = logging.getLogger(__name__)
+
+
+def records_of(events: Iterable[Any]) -> list[Record]:
+    """Faust events -> records (reads only ``event.message``)."""
+    out = []
+    for event in events:
+        msg = event.message
+        ts = msg.timestamp
+        out.append(Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                          int(ts * 1000) if ts else None))
+    return out
+
+
+async def process_safely(processor: Processor, records: list[Record]) -> None:
+    """Process a batch; a conflict or a failure is logged, never raised into Faust.
+
+    Nothing is lost by not raising: the checkpoint did not move, so the records
+    come back through gap repair (next batch) or the tail check.
+    """
+    try:
+        await processor.process(records)
+    except CheckpointConflict as err:
+        log.warning("%s: batch dropped, partition owned elsewhere now: %s",
+                    processor.handler.consumer, err)
+    except Exception:
+        log.exception("%s: batch of %d records failed; it will be retried from the "
+                      "checkpoint", processor.handler.consumer, len(records))
+
+
+class TailCheck:
+    """Finds partitions whose checkpoint lags the high-water mark without progress."""
+
+    def __init__(self, processor: Processor, topics: Iterable[str]) -> None:
+        self.processor = processor
+        self.topics = set(topics)
+        self._last: dict[tuple[str, int], int] = {}
+
+    async def run(self, consumer: Any) -> int:
+        """One check over ``consumer``'s assignment; returns how many records were caught up."""
+        owned = [(tp.topic, tp.partition) for tp in consumer.assignment()
+                 if tp.topic in self.topics]
+        if not owned:
+            return 0
+        done = await self.processor._checkpoints(owned)
+        caught_up = 0
+        for tp in owned:
+            highwater = _highwater(consumer, tp)
+            lagging = highwater is not None and highwater - 1 > done[tp]
+            stuck = lagging and self._last.get(tp) == done[tp]
+            self._last[tp] = done[tp]
+            if stuck and highwater is not None:
+                records = await self.processor.reader.read(tp[0], tp[1], done[tp] + 1, highwater)
+                log.warning("%s: %s[%d] stuck at %d below high-water %d; applying %d records",
+                            self.processor.handler.consumer, tp[0], tp[1], done[tp],
+                            highwater, len(records))
+                await process_safely(self.processor, records)
+                caught_up += len(records)
+        return caught_up
+
+
+def _highwater(consumer: Any, tp: tuple[str, int]) -> int | None:
+    from faust.types import TP
+
+    try:
+        value = consumer.highwater(TP(tp[0], tp[1]))
+    except Exception:
+        return None
+    return int(value) if isinstance(value, int) and value >= 0 else None
+
+
+def register(app: Any, topic: Any, processor: Processor, name: str, topics: Iterable[str],
+             batch_size: int = 500, within_s: float = 0.1, tail_check_s: float = 2.0) -> Any:
+    """Declare the agent ``name`` on ``app``: batches of ``topic`` through ``processor``."""
+    tail = TailCheck(processor, topics)
+
+    async def agent(stream: Any) -> None:
+        async for batch in stream.take_events(batch_size, within=within_s):
+            await process_safely(processor, records_of(batch))
+
+    async def publish_leftovers() -> None:
+        if processor.relay is not None:
+            sent = await processor.relay.flush()
+            if sent:
+                log.info("%s: published %d outbox rows left by a previous run", name, sent)
+
+    async def tail_check() -> None:
+        try:
+            await tail.run(app.consumer)
+        except Exception:
+            log.exception("%s: tail check failed", name)
+
+    app.task(publish_leftovers)
+    app.timer(tail_check_s, name=f"{name}.tail_check")(tail_check)
+    return app.agent(topic, name=name)(agent)

@@ -1,0 +1,359 @@
+"""The one transaction machinery of every agent: tracking records, dedup, outbox, gap repair.
+
+An agent is a :class:`Handler` (what to do with a batch of decoded events,
+inside a transaction) run by a :class:`Processor`. Per batch of Kafka records:
+
+1. group by (topic, partition); read each checkpoint; drop records at or
+   below it (redeliveries);
+2. **repair gaps**: offsets between checkpoint + 1 and the batch that the
+   consumer never handed us (faust-streaming can skip records on rebalance,
+   DESIGN.md "Faust's limits") are read with a group-less consumer and applied
+   first, so the checkpoint never passes a record that was not applied;
+3. decode each record with the codec; a refused one becomes a ``DeadLetter``;
+4. in **one Postgres transaction**: drop events already applied (by
+   CloudEvents source + id), let the handler update its state rows and return
+   derived events, write them and the dead letters to the outbox, and move
+   every checkpoint forward by compare-and-set from the value read in step 1;
+5. after commit, the :class:`OutboxRelay` publishes unsent outbox rows.
+
+A zombie that lost its partitions fails step 4's compare-and-set
+(:class:`CheckpointConflict`) and writes nothing. Transient database errors
+are retried with backoff, so a Postgres outage pauses consumption and nothing
+moves past what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events.base import Message
+from events.codec import DecodeError, decode, encode, key_of
+from events.deadletter import DeadLetter
+from events.envelope import CloudEvent, wrap
+from events.ids import derived_id
+from pipeline.checkpoints import CheckpointConflict, advance_checkpoint
+from pipeline.schema import checkpoints, outbox, processed_events
+from pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+TP = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Record:
+    """One Kafka record as the machinery sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    timestamp_ms: int | None = None
+
+    @property
+    def time(self) -> datetime:
+        """The record's Kafka timestamp (deterministic across re-reads)."""
+        return datetime.fromtimestamp((self.timestamp_ms or 0) / 1000, UTC)
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A record that decoded to a valid event."""
+
+    record: Record
+    event: CloudEvent
+
+
+class Handler(Protocol):
+    """What an agent does with a batch, inside the batch transaction."""
+
+    #: Names the checkpoints, the dedup namespace, the outbox producer and the
+    #: source ``dropship/<consumer>`` of derived events.
+    consumer: str
+
+    async def handle(self, conn: AsyncConnection, batch: Sequence[Incoming]) -> list[CloudEvent]:
+        """Apply new events (in order) to state rows; return the events they cause."""
+        ...
+
+
+class RangeReader(Protocol):
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        """Records with ``start <= offset < end`` that exist on the broker."""
+        ...
+
+
+def derive(cause: CloudEvent, payloads: Sequence[Message], consumer: str) -> list[CloudEvent]:
+    """Wrap payloads caused by ``cause``: ids from the cause, time of the cause.
+
+    The id depends on the consumer, the cause's (source, id) and the payload's
+    position and type, so two agents deriving from one cause never collide, and
+    reprocessing the same cause from the same state yields byte-identical events.
+    """
+    cause_ref = f"{consumer}|{cause.source}/{cause.id}"
+    return [
+        wrap(p, id=derived_id(cause_ref, f"{i}:{p.TYPE}"), source=f"dropship/{consumer}",
+             time=cause.time)
+        for i, p in enumerate(payloads)
+    ]
+
+
+def dead_letter(record: Record, error: DecodeError, consumer: str) -> CloudEvent:
+    """The DLQ event for a refused record (id from its position: stable on re-reads)."""
+    letter = DeadLetter(
+        original_key=DeadLetter.key_text(record.key), source_topic=record.topic,
+        source_partition=record.partition, source_offset=record.offset, consumer=consumer,
+        error=str(error)[:2000], rule=error.rule[:64], field=error.field[:200],
+        dead_lettered_at=record.time, **DeadLetter.carry(record.value),  # type: ignore[arg-type]
+    )
+    ref = f"{record.topic}/{record.partition}/{record.offset}"
+    return wrap(letter, id=derived_id(ref, f"dead_letter:{consumer}"),
+                source=f"dropship/{consumer}", time=record.time)
+
+
+@dataclass
+class Stats:
+    """Counters of one processor (exported as metrics by the projections issue)."""
+
+    batches: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    gaps_repaired: int = 0
+    conflicts: int = 0
+    retries: int = 0
+
+
+TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError)
+
+
+def _transient(exc: BaseException) -> bool:
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, TRANSIENT)
+
+
+async def retrying(what: str, attempt: Callable[[], Awaitable[T]], stats: Stats,
+                   max_delay_s: float = 5.0) -> T:
+    """Run ``attempt`` until it succeeds, backing off on transient database errors."""
+    delay = 0.1
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not _transient(exc):
+                raise
+            stats.retries += 1
+            log.warning("%s: database unavailable (%s); retrying in %.1fs",
+                        what, type(exc).__name__, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay_s)
+
+
+@dataclass
+class Processor:
+    """Runs a :class:`Handler` over batches of records (steps in the module docstring)."""
+
+    engine: AsyncEngine
+    handler: Handler
+    reader: RangeReader
+    relay: OutboxRelay | None = None
+    stats: Stats = field(default_factory=Stats)
+
+    async def process(self, records: Sequence[Record]) -> None:
+        """Apply a batch exactly once. Raises CheckpointConflict if a partition moved on."""
+        by_tp: dict[TP, dict[int, Record]] = defaultdict(dict)
+        for rec in records:
+            by_tp[(rec.topic, rec.partition)][rec.offset] = rec
+        done = await retrying(self.handler.consumer, lambda: self._checkpoints(list(by_tp)),
+                              self.stats)
+        fresh: list[Record] = []
+        for tp, recs in sorted(by_tp.items()):
+            fresh.extend(await self._complete(tp, done[tp], recs))
+        if fresh:
+            await retrying(self.handler.consumer, lambda: self._commit(fresh, done), self.stats)
+        if self.relay is not None:
+            await retrying(self.handler.consumer, self.relay.flush, self.stats)
+
+    async def _checkpoints(self, tps: list[TP]) -> dict[TP, int]:
+        found = {tp: -1 for tp in tps}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(
+                checkpoints.c.topic, checkpoints.c.partition, checkpoints.c.offset,
+            ).where(checkpoints.c.consumer == self.handler.consumer,
+                    checkpoints.c.topic.in_({t for t, _ in tps})))
+            for topic, partition, offset in rows:
+                if (topic, partition) in found:
+                    found[(topic, partition)] = offset
+        return found
+
+    async def _complete(self, tp: TP, done: int, recs: dict[int, Record]) -> list[Record]:
+        """The records past ``done`` in offset order, with any gap read back from Kafka."""
+        offsets = sorted(o for o in recs if o > done)
+        if not offsets:
+            return []
+        missing = set(range(done + 1, offsets[-1] + 1)) - set(offsets)
+        if missing:
+            found = await self.reader.read(tp[0], tp[1], min(missing), max(missing) + 1)
+            repaired = [r for r in found if r.offset in missing]
+            self.stats.gaps_repaired += len(repaired)
+            log.warning("%s: %s[%d] offsets %d..%d were skipped by the consumer; "
+                        "repaired %d records from Kafka", self.handler.consumer, tp[0], tp[1],
+                        min(missing), max(missing), len(repaired))
+            recs = {**recs, **{r.offset: r for r in repaired}}
+        return [recs[o] for o in sorted(o for o in recs if o > done)]
+
+    def _decode(self, records: Sequence[Record]) -> tuple[list[Incoming], list[CloudEvent]]:
+        good, bad = [], []
+        for rec in records:
+            try:
+                good.append(Incoming(rec, decode(rec.value, key=rec.key, topic=rec.topic)))
+            except DecodeError as err:
+                bad.append(dead_letter(rec, err, self.handler.consumer))
+        return good, bad
+
+    async def _commit(self, fresh: list[Record], done: dict[TP, int]) -> None:
+        incoming, letters = self._decode(fresh)
+        async with self.engine.begin() as conn:
+            new = await self._first_seen(conn, incoming)
+            derived = await self.handler.handle(conn, new) if new else []
+            await write_outbox(conn, self.handler.consumer, [*derived, *letters])
+            # ``fresh`` is in offset order within each partition: the last one wins.
+            last = {(rec.topic, rec.partition): rec.offset for rec in fresh}
+            for (topic, partition), offset in sorted(last.items()):
+                try:
+                    await advance_checkpoint(conn, self.handler.consumer, topic, partition,
+                                             done[(topic, partition)], offset)
+                except CheckpointConflict:
+                    self.stats.conflicts += 1
+                    raise
+        self.stats.batches += 1
+        self.stats.applied += len(new)
+        self.stats.duplicates += len(incoming) - len(new)
+        self.stats.dead_letters += len(letters)
+
+    async def _first_seen(self, conn: AsyncConnection,
+                          incoming: list[Incoming]) -> list[Incoming]:
+        """The events not applied before (by source + id), first occurrence only."""
+        unique: dict[tuple[str, str], Incoming] = {}
+        for inc in incoming:
+            unique.setdefault((inc.event.source, inc.event.id), inc)
+        if not unique:
+            return []
+        rows = [{"consumer": self.handler.consumer, "source": s, "event_id": i}
+                for s, i in unique]
+        result = await conn.execute(
+            insert(processed_events).values(rows).on_conflict_do_nothing()
+            .returning(processed_events.c.source, processed_events.c.event_id)
+        )
+        new_keys = {(s, i) for s, i in result}
+        return [inc for key, inc in unique.items() if key in new_keys]
+
+
+async def write_outbox(conn: AsyncConnection, producer: str, events: Sequence[CloudEvent]) -> None:
+    """Queue events for publishing, in order; an event already queued is left alone."""
+    if not events:
+        return
+    rows = [{"event_id": e.id, "producer": producer, "topic": e.data.TOPIC,
+             "key": key_of(e), "value": encode(e)} for e in events]
+    await conn.execute(insert(outbox).values(rows).on_conflict_do_nothing())
+
+
+@dataclass
+class OutboxRelay:
+    """Publishes a producer's unsent outbox rows in id order, then marks them sent.
+
+    At-least-once: a crash between send and mark re-sends on the next flush, and
+    consumers drop the duplicate by event id. ``SKIP LOCKED`` keeps two
+    workers from sending the same rows at the same time.
+    """
+
+    engine: AsyncEngine
+    producer_name: str
+    settings: Settings
+    batch_size: int = 1000
+    published: int = 0
+    _producer: AIOKafkaProducer | None = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            from pipeline.kafka import create_producer
+
+            producer = create_producer(self.settings)
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+    async def flush(self) -> int:
+        """Publish everything pending; return how many rows were sent."""
+        producer = await self._started()
+        sent = 0
+        while True:
+            async with self.engine.begin() as conn:
+                rows = (await conn.execute(
+                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value)
+                    .where(outbox.c.producer == self.producer_name,
+                           outbox.c.published_at.is_(None))
+                    .order_by(outbox.c.id).limit(self.batch_size)
+                    .with_for_update(skip_locked=True)
+                )).all()
+                if not rows:
+                    self.published += sent
+                    return sent
+                futures = [await producer.send(r.topic, r.value, key=r.key) for r in rows]
+                await asyncio.gather(*futures)
+                await conn.execute(
+                    update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
+                    .values(published_at=datetime.now(UTC)), {"ids": [r.id for r in rows]},
+                )
+            sent += len(rows)
+
+
+@dataclass
+class KafkaRangeReader:
+    """Reads offset ranges with a group-less consumer (assign + seek): gap repair."""
+
+    settings: Settings
+    poll_timeout_ms: int = 1000
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        from pipeline.kafka import client_options
+
+        consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            consumer.seek(tp, start)
+            out: list[Record] = []
+            empty_polls = 0
+            while empty_polls < 2:
+                batch = await consumer.getmany(tp, timeout_ms=self.poll_timeout_ms,
+                                               max_records=1000)
+                msgs: list[Any] = batch.get(tp, [])
+                empty_polls = 0 if msgs else empty_polls + 1
+                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
+                           for m in msgs if start <= m.offset < end)
+                if msgs and msgs[-1].offset >= end - 1:
+                    break
+            return out
+        finally:
+            await consumer.stop()

@@ -1,0 +1,229 @@
+"""The allocation agent's batch path (Processor + AllocationHandler) on the embedded
+broker and the real Postgres: decisions, dedup, gap repair, zombies, outbox."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agents.allocation import AllocationHandler, load_state
+from agents.core.allocation import SkuState
+from events.allocation import LineAllocated, LineBackordered
+from events.codec import decode, encode, key_of
+from events.deadletter import DeadLetter
+from events.envelope import CloudEvent, wrap
+from events.topics import ALLOCATION, DECISIONS, SUPPLIER_CATALOG
+from pipeline.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
+from pipeline.kafka import create_producer, ensure_topics
+from pipeline.schema import allocation_state, outbox
+from pipeline.settings import Settings
+from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor, Record
+from tests.unit import allocation_factories as f
+
+pytestmark = pytest.mark.integration
+
+
+class Harness:
+    """Publishes real records and runs them through a processor of its own consumer name."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine) -> None:
+        self.settings, self.engine = settings, engine
+        self.consumer = f"alloc-test-{uuid.uuid4().hex[:8]}"
+        self.sku = f"SKU-{uuid.uuid4().hex[:8]}"
+        self.relay = OutboxRelay(engine, self.consumer, settings)
+        self.processor = Processor(engine, AllocationHandler(self.consumer),
+                                   KafkaRangeReader(settings), self.relay)
+        self.seq = 0
+        self.started: set[tuple[str, int]] = set()
+
+    def event(self, payload: Any) -> CloudEvent:
+        """Wrap a factory payload for this harness's sku, as its publisher would."""
+        payload = payload.model_copy(update={"sku": self.sku})
+        self.seq += 1
+        if payload.SOURCE_KIND == "supplier":
+            return wrap(payload, id=f"{self.consumer}-cat-{self.seq}",
+                        source=f"supplier/{payload.supplier_id}", time=f.T0)
+        return wrap(payload, id=f"{self.consumer}-cmd-{self.seq}", source="dropship/orders",
+                    time=f.T0)
+
+    async def publish(self, events: Sequence[CloudEvent]) -> list[Record]:
+        producer = create_producer(self.settings)
+        await producer.start()
+        try:
+            records = []
+            for e in events:
+                value = encode(e)
+                md = await producer.send_and_wait(e.data.TOPIC, value, key=key_of(e))
+                records.append(Record(md.topic, md.partition, md.offset, key_of(e), value,
+                                      md.timestamp))
+        finally:
+            await producer.stop()
+        await self._start_before(records)
+        return records
+
+    async def _start_before(self, records: Sequence[Record]) -> None:
+        """A new consumer starts at the test's first record, not at offset 0."""
+        async with self.engine.begin() as conn:
+            for rec in records:
+                tp = (rec.topic, rec.partition)
+                if tp not in self.started:
+                    self.started.add(tp)
+                    await advance_checkpoint(conn, self.consumer, rec.topic, rec.partition,
+                                             -1, rec.offset - 1) if rec.offset > 0 else None
+
+    async def run(self, *payloads: Any) -> list[Any]:
+        """Publish and process; return the decisions this batch caused (payloads)."""
+        before = await self.outbox_ids()
+        await self.processor.process(await self.publish([self.event(p) for p in payloads]))
+        return [decode(v).data for i, v in await self.outbox_rows() if i not in before]
+
+    async def outbox_rows(self) -> list[tuple[str, bytes]]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(outbox.c.event_id, outbox.c.value)
+                                      .where(outbox.c.producer == self.consumer)
+                                      .order_by(outbox.c.id))
+            return [(str(i), v) for i, v in rows]
+
+    async def outbox_ids(self) -> set[str]:
+        return {i for i, _ in await self.outbox_rows()}
+
+    async def state(self) -> SkuState:
+        async with self.engine.connect() as conn:
+            doc = await conn.scalar(select(allocation_state.c.state)
+                                    .where(allocation_state.c.sku == self.sku))
+        assert doc is not None, f"no state for {self.sku}"
+        return load_state(self.sku, doc)
+
+
+@pytest_asyncio.fixture
+async def agent(migrated: Settings, engine: AsyncEngine) -> AsyncIterator[Harness]:
+    await ensure_topics(migrated)
+    harness = Harness(migrated, engine)
+    try:
+        yield harness
+    finally:
+        await harness.relay.close()
+
+
+def allocated(decisions: Sequence[Any]) -> list[tuple[str, int]]:
+    return [(d.supplier_id, d.quantity) for d in decisions if isinstance(d, LineAllocated)]
+
+
+async def test_primary_out_of_stock_backup_is_chosen(agent: Harness) -> None:
+    await agent.run(f.offer("primary", priority=1), f.offer("backup", priority=2),
+                    f.stock("primary", 0), f.stock("backup", 10))
+    assert allocated(await agent.run(f.alloc("o1", 3))) == [("backup", 3)]
+
+
+async def test_partial_stock_splits_across_two_suppliers(agent: Harness) -> None:
+    await agent.run(f.offer("a", priority=1), f.offer("b", priority=2), f.stock("a", 2),
+                    f.stock("b", 10))
+    assert allocated(await agent.run(f.alloc("o1", 5))) == [("a", 2), ("b", 3)]
+    state = await agent.state()
+    assert (state.stock["a"].remaining, state.stock["b"].remaining) == (0, 7)
+
+
+async def test_backordered_then_a_stock_report_allocates(agent: Harness) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 0))
+    decisions = await agent.run(f.alloc("o1", 4))
+    assert [(d.quantity, d.reason) for d in decisions if isinstance(d, LineBackordered)] == [
+        (4, "no_stock")]
+    assert allocated(await agent.run(f.stock("a", 6, minute=1))) == [("a", 4)]
+
+
+async def test_an_excluded_supplier_fails_over_to_the_next(agent: Harness) -> None:
+    await agent.run(f.offer("a", priority=1), f.offer("b", priority=2), f.stock("a", 9),
+                    f.stock("b", 9), f.alloc("o1", 2))
+    decisions = await agent.run(f.rel("o1", supplier="a"), f.alloc("o1", 2, excluded=("a",)))
+    assert allocated(decisions) == [("b", 2)]
+    assert (await agent.state()).stock["a"].used == 0
+
+
+async def test_the_same_allocate_line_three_times_allocates_once(agent: Harness) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 10))
+    command = agent.event(f.alloc("o1", 3))
+    records = await agent.publish([command, command])  # published twice: two offsets
+    await agent.processor.process(records)
+    await agent.processor.process(records[:1])  # and redelivered by Kafka
+    rows = await agent.outbox_rows()
+    decisions = [decode(v).data for _, v in rows]
+    assert allocated(decisions) == [("a", 3)]
+    assert (await agent.state()).stock["a"].used == 3
+    assert agent.processor.stats.duplicates == 1
+
+
+async def test_skipped_offsets_are_read_back_and_applied(agent: Harness) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 100))
+    records = await agent.publish([agent.event(f.alloc(f"o{i}", 1)) for i in range(9)])
+    assert len({(r.topic, r.partition) for r in records}) == 1
+    await agent.processor.process(records[:3])
+    await agent.processor.process(records[6:])  # the consumer "lost" records 3..5
+    assert agent.processor.stats.gaps_repaired == 3
+    state = await agent.state()
+    assert sorted(o for o, _ in state.lines) == [f"o{i}" for i in range(9)]
+    async with agent.engine.connect() as conn:
+        assert await load_checkpoint(conn, agent.consumer, ALLOCATION,
+                                     records[-1].partition) == records[-1].offset
+
+
+async def test_a_zombie_batch_writes_nothing(agent: Harness) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 10))
+    records = await agent.publish([agent.event(f.alloc("o1", 2))])
+    real = agent.processor._checkpoints
+
+    async def stale(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        found = await real(tps)
+        return {tp: offset - 1 for tp, offset in found.items()}  # read before the owner moved
+
+    async with agent.engine.begin() as conn:  # the new owner already applied the record
+        tp = (records[0].topic, records[0].partition)
+        done = await load_checkpoint(conn, agent.consumer, *tp)
+        await advance_checkpoint(conn, agent.consumer, *tp, done, records[0].offset)
+    agent.processor._checkpoints = stale  # type: ignore[method-assign]
+    with pytest.raises(CheckpointConflict):
+        await agent.processor.process(records)
+    assert (await agent.state()).stock["a"].used == 0  # the zombie's allocation rolled back
+
+
+async def test_decisions_are_published_with_ids_derived_from_their_cause(
+    agent: Harness, settings: Settings,
+) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 5))
+    await agent.run(f.alloc("o1", 2))
+    async with agent.engine.connect() as conn:
+        unsent = await conn.scalar(select(func.count()).where(
+            outbox.c.producer == agent.consumer, outbox.c.published_at.is_(None)))
+    assert unsent == 0
+    rows = dict(await agent.outbox_rows())
+    wanted = {v for v in rows.values() if b"dropship.line.allocated.v1" in v}
+    assert len(wanted) == 1
+    reader = KafkaRangeReader(settings, poll_timeout_ms=300)
+    published = {r.value for p in range(settings.kafka_topic_partitions)
+                 for r in await reader.read(DECISIONS, p, 0, 10**9)}
+    assert wanted <= published
+
+
+async def test_invalid_input_is_dead_lettered_and_the_batch_goes_on(agent: Harness) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 5))
+    good = agent.event(f.alloc("o1", 1))
+    producer = create_producer(agent.settings)
+    await producer.start()
+    try:
+        md = await producer.send_and_wait(SUPPLIER_CATALOG, b'{"oops": true}', key=b"k")
+    finally:
+        await producer.stop()
+    bad = Record(md.topic, md.partition, md.offset, b"k", b'{"oops": true}', md.timestamp)
+    await agent._start_before([bad])
+    await agent.processor.process([bad, *await agent.publish([good])])
+    values = [v for _, v in await agent.outbox_rows()]
+    letters = [d for v in values if isinstance(d := decode(v).data, DeadLetter)]
+    assert len(letters) == 1
+    assert letters[0].source_offset == md.offset
+    assert letters[0].rule == "missing"
+    assert allocated([decode(v).data for v in values]) == [("a", 1)]
