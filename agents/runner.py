@@ -113,6 +113,11 @@ def register(app: Any, topic: Any, processor: Processor, name: str, topics: Iter
         except Exception:
             log.exception("%s: tail check failed", name)
 
+    async def close_relay(sender: Any, **kwargs: Any) -> None:
+        if processor.relay is not None:
+            await processor.relay.close()
+
     app.task(publish_leftovers)
     app.timer(tail_check_s, name=f"{name}.tail_check")(tail_check)
+    app.on_before_shutdown.connect(close_relay)
     return app.agent(topic, name=name)(agent)

@@ -32,7 +32,8 @@ def build(settings: Settings) -> faust.App:
     allocator = Processor(engine, AllocationHandler(), reader,
                           OutboxRelay(engine, allocation.CONSUMER, settings))
     runner.register(app, raw_topic(app, *allocation.TOPICS), allocator, "allocation",
-                    allocation.TOPICS)
+                    allocation.TOPICS, batch_size=settings.agent_batch_size,
+                    within_s=settings.agent_batch_within_s)
     return app
 
 
