@@ -1,39 +1,28 @@
 """The archive agent: keeps every input record in ``event_log``, exactly once.
 
 Consumes the topics written by shops and suppliers (``events.topics.INPUT_TOPICS``)
-in batches. Per batch, one Postgres transaction (see :func:`apply_batch`):
-1. per (topic, partition), read the checkpoint and drop records at or below it;
-2. insert the rest into ``event_log`` (``ON CONFLICT DO NOTHING``);
-3. advance the checkpoint by compare-and-set to the batch's last offset.
-If the compare-and-set fails (another worker took the partition and moved the
-checkpoint), the whole transaction rolls back and the batch is left to its owner.
+through the one transaction machinery (:mod:`pipeline.transactional`) as a raw
+handler: every record is kept verbatim, valid or not (the agents that act on
+the records dead-letter the invalid ones), in the same transaction as the
+checkpoint, with gaps repaired. ``event_log`` is what projections are rebuilt from.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from events.codec import DecodeError, decode
-from pipeline.checkpoints import (
-    CheckpointConflict,
-    LoggedRecord,
-    advance_checkpoint,
-    load_checkpoint,
-    log_records,
-)
+from events.envelope import CloudEvent
+from events.topics import INPUT_TOPICS
+from pipeline.checkpoints import LoggedRecord, log_records
+from pipeline.transactional import Record
 
 CONSUMER = "archive"
-BATCH_SIZE = 500
-BATCH_WITHIN_S = 0.2
-
-log = logging.getLogger(__name__)
+TOPICS = INPUT_TOPICS
 
 
 def envelope_fields(value: bytes) -> tuple[str | None, str | None, str | None]:
@@ -69,50 +58,19 @@ def to_record(topic: str, partition: int, offset: int, key: bytes | None, value:
     return LoggedRecord(topic, partition, offset, key, value, ts, event_id, event_type, subject)
 
 
-async def apply_batch(engine: AsyncEngine, records: Sequence[LoggedRecord],
-                      consumer: str = CONSUMER) -> int:
-    """Apply one batch in one transaction (steps in the module docstring).
-
-    Returns the number of records newly logged. Raises CheckpointConflict if
-    another worker moved a checkpoint meanwhile (nothing is written then).
-    """
-    by_tp: dict[tuple[str, int], list[LoggedRecord]] = defaultdict(list)
-    for rec in records:
-        by_tp[(rec.topic, rec.partition)].append(rec)
-    written = 0
-    async with engine.begin() as conn:
-        for (topic, partition), recs in sorted(by_tp.items()):
-            done = await load_checkpoint(conn, consumer, topic, partition)
-            fresh = [r for r in recs if r.offset > done]
-            if not fresh:
-                continue
-            written += await log_records(conn, fresh)
-            await advance_checkpoint(conn, consumer, topic, partition, done,
-                                     max(r.offset for r in fresh))
-    return written
+def logged(record: Record) -> LoggedRecord:
+    """A Kafka record as an ``event_log`` row."""
+    return to_record(record.topic, record.partition, record.offset, record.key, record.value,
+                     record.timestamp_ms / 1000 if record.timestamp_ms else None)
 
 
-def records_of(events: Iterable[Any]) -> list[LoggedRecord]:
-    """Faust events -> records (reads only ``event.message``)."""
-    out = []
-    for event in events:
-        msg = event.message
-        out.append(to_record(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                             msg.timestamp))
-    return out
+class ArchiveHandler:
+    """Raw handler: writes every record of the batch to ``event_log``."""
 
+    def __init__(self, consumer: str = CONSUMER) -> None:
+        self.consumer = consumer
 
-def register(app: Any, topic: Any, engine: AsyncEngine) -> Any:
-    """Declare the archive agent on ``app`` over ``topic``; returns the agent."""
-
-    async def archive(stream: Any) -> None:
-        async for batch in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-            records = records_of(batch)
-            try:
-                written = await apply_batch(engine, records)
-            except CheckpointConflict as err:
-                log.warning("archive: batch skipped, partition owned elsewhere: %s", err)
-                continue
-            log.debug("archive: %d records, %d new", len(records), written)
-
-    return app.agent(topic, name="archive")(archive)
+    async def handle_records(self, conn: AsyncConnection,
+                             records: Sequence[Record]) -> list[CloudEvent]:
+        await log_records(conn, [logged(r) for r in records])
+        return []

@@ -30,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import bindparam, select, update
@@ -86,6 +86,18 @@ class Handler(Protocol):
 
     async def handle(self, conn: AsyncConnection, batch: Sequence[Incoming]) -> list[CloudEvent]:
         """Apply new events (in order) to state rows; return the events they cause."""
+        ...
+
+
+@runtime_checkable
+class RawHandler(Protocol):
+    """A handler that takes every record as it is (no decoding, no dedup, no dead
+    letters): the archive."""
+
+    consumer: str
+
+    async def handle_records(self, conn: AsyncConnection,
+                             records: Sequence[Record]) -> list[CloudEvent]:
         ...
 
 
@@ -167,7 +179,7 @@ class Processor:
     """Runs a :class:`Handler` over batches of records (steps in the module docstring)."""
 
     engine: AsyncEngine
-    handler: Handler
+    handler: Handler | RawHandler
     reader: RangeReader
     relay: OutboxRelay | None = None
     stats: Stats = field(default_factory=Stats)
@@ -225,11 +237,12 @@ class Processor:
         return good, bad
 
     async def _commit(self, fresh: list[Record], done: dict[TP, int]) -> None:
-        incoming, letters = self._decode(fresh)
         async with self.engine.begin() as conn:
-            new = await self._first_seen(conn, incoming)
-            derived = await self.handler.handle(conn, new) if new else []
-            await write_outbox(conn, self.handler.consumer, [*derived, *letters])
+            if isinstance(self.handler, RawHandler):
+                derived = await self.handler.handle_records(conn, fresh)
+            else:
+                derived = await self._apply_events(conn, self.handler, fresh)
+            await write_outbox(conn, self.handler.consumer, derived)
             # ``fresh`` is in offset order within each partition: the last one wins.
             last = {(rec.topic, rec.partition): rec.offset for rec in fresh}
             for (topic, partition), offset in sorted(last.items()):
@@ -240,9 +253,17 @@ class Processor:
                     self.stats.conflicts += 1
                     raise
         self.stats.batches += 1
+
+    async def _apply_events(self, conn: AsyncConnection, handler: Handler,
+                            fresh: list[Record]) -> list[CloudEvent]:
+        """Decode, dead-letter the refused, drop the already applied, handle the rest."""
+        incoming, letters = self._decode(fresh)
+        new = await self._first_seen(conn, incoming)
+        derived = await handler.handle(conn, new) if new else []
         self.stats.applied += len(new)
         self.stats.duplicates += len(incoming) - len(new)
         self.stats.dead_letters += len(letters)
+        return [*derived, *letters]
 
     async def _first_seen(self, conn: AsyncConnection,
                           incoming: list[Incoming]) -> list[Incoming]:

@@ -14,7 +14,7 @@ import faust
 
 from agents import allocation, archive, runner
 from agents.allocation import AllocationHandler
-from events.topics import INPUT_TOPICS
+from agents.archive import ArchiveHandler
 from pipeline.app import create_app, declare_topics, raw_topic
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
@@ -28,12 +28,16 @@ def build(settings: Settings) -> faust.App:
     engine = create_engine(settings)
     declare_topics(app, settings)
     reader = KafkaRangeReader(settings)
-    archive.register(app, raw_topic(app, *INPUT_TOPICS), engine)
-    allocator = Processor(engine, AllocationHandler(), reader,
-                          OutboxRelay(engine, allocation.CONSUMER, settings))
-    runner.register(app, raw_topic(app, *allocation.TOPICS), allocator, "allocation",
-                    allocation.TOPICS, batch_size=settings.agent_batch_size,
-                    within_s=settings.agent_batch_within_s)
+    agents = [
+        ("archive", archive.TOPICS, Processor(engine, ArchiveHandler(), reader)),
+        ("allocation", allocation.TOPICS,
+         Processor(engine, AllocationHandler(), reader,
+                   OutboxRelay(engine, allocation.CONSUMER, settings))),
+    ]
+    for name, topics, processor in agents:
+        runner.register(app, raw_topic(app, *topics), processor, name, topics,
+                        batch_size=settings.agent_batch_size,
+                        within_s=settings.agent_batch_within_s)
     return app
 
 
