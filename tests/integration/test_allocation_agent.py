@@ -227,3 +227,44 @@ async def test_invalid_input_is_dead_lettered_and_the_batch_goes_on(agent: Harne
     assert letters[0].source_offset == md.offset
     assert letters[0].rule == "missing"
     assert allocated([decode(v).data for v in values]) == [("a", 1)]
+
+
+class FakeConsumer:
+    """Faust consumer stand-in: an assignment and fetch high-water marks."""
+
+    def __init__(self, highwaters: dict[tuple[str, int], int]) -> None:
+        self.highwaters = highwaters
+
+    def assignment(self) -> set[Any]:
+        from faust.types import TP
+
+        return {TP(t, p) for t, p in self.highwaters}
+
+    def highwater(self, tp: Any) -> int:
+        return self.highwaters[(tp.topic, tp.partition)]
+
+
+async def test_a_failed_last_batch_is_recovered_by_the_tail_check(agent: Harness) -> None:
+    from agents.runner import TailCheck, process_safely
+
+    await agent.run(f.offer("a"), f.stock("a", 10))
+    records = await agent.publish([agent.event(f.alloc("o1", 2))])
+    handler = agent.processor.handler
+    assert isinstance(handler, AllocationHandler)
+    real_handle = handler.handle
+
+    async def broken(*args: Any) -> Any:
+        raise RuntimeError("bug in this batch")
+
+    handler.handle = broken  # type: ignore[method-assign]
+    await process_safely(agent.processor, records)  # logged, not raised: Faust moves on
+    handler.handle = real_handle  # type: ignore[method-assign]
+    assert ("o1", "1") not in (await agent.state()).lines
+
+    tp = (records[0].topic, records[0].partition)
+    tail = TailCheck(agent.processor, [ALLOCATION])
+    consumer = FakeConsumer({tp: records[0].offset + 1})
+    assert await tail.run(consumer) == 0  # first sighting: maybe still in flight
+    assert await tail.run(consumer) == 1  # no progress since: read back and applied
+    assert (await agent.state()).lines[("o1", "1")].allocated == 2
+    assert await tail.run(consumer) == 0  # caught up
