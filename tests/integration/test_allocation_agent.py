@@ -244,21 +244,20 @@ class FakeConsumer:
         return self.highwaters[(tp.topic, tp.partition)]
 
 
-async def test_a_failed_last_batch_is_recovered_by_the_tail_check(agent: Harness) -> None:
+async def test_a_failed_last_batch_is_recovered_by_the_tail_check(
+    agent: Harness, monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from agents.runner import TailCheck, process_safely
 
     await agent.run(f.offer("a"), f.stock("a", 10))
     records = await agent.publish([agent.event(f.alloc("o1", 2))])
-    handler = agent.processor.handler
-    assert isinstance(handler, AllocationHandler)
-    real_handle = handler.handle
 
     async def broken(*args: Any) -> Any:
         raise RuntimeError("bug in this batch")
 
-    handler.handle = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(agent.processor.handler, "handle", broken)
     await process_safely(agent.processor, records)  # logged, not raised: Faust moves on
-    handler.handle = real_handle  # type: ignore[method-assign]
+    monkeypatch.undo()
     assert ("o1", "1") not in (await agent.state()).lines
 
     tp = (records[0].topic, records[0].partition)
