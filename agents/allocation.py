@@ -36,7 +36,9 @@ def dump_state(state: core.SkuState) -> dict[str, Any]:
         "offers": {sid: {"priority": o.priority, "unit_cost": str(o.unit_cost),
                          "currency": o.currency, "lead_time_days": o.lead_time_days,
                          "active": o.active, "allow_split": o.allow_split,
-                         "updated_at": o.updated_at.isoformat()}
+                         "updated_at": o.updated_at.isoformat(),
+                         "acknowledge_sla_hours": o.acknowledge_sla_hours,
+                         "dispatch_sla_hours": o.dispatch_sla_hours}
                    for sid, o in sorted(state.offers.items())},
         "stock": {sid: {"available": s.available, "as_of": s.as_of.isoformat(), "used": s.used}
                   for sid, s in sorted(state.stock.items())},
@@ -57,7 +59,8 @@ def load_state(sku: str, doc: dict[str, Any]) -> core.SkuState:
     ts = datetime.fromisoformat
     offers = {sid: core.Offer(sid, o["priority"], Decimal(o["unit_cost"]), o["currency"],
                               o["lead_time_days"], o["active"], o["allow_split"],
-                              ts(o["updated_at"]))
+                              ts(o["updated_at"]), o["acknowledge_sla_hours"],
+                              o["dispatch_sla_hours"])
               for sid, o in doc["offers"].items()}
     stock = {sid: core.Stock(s["available"], ts(s["as_of"]), s["used"])
              for sid, s in doc["stock"].items()}

@@ -57,7 +57,9 @@ class _Decision(Event):
 
 
 class LineAllocated(_Decision):
-    """``quantity`` units of a line were reserved at ``supplier_id``."""
+    """``quantity`` units of a line were reserved at ``supplier_id``, whose offer
+    promises to accept within ``acknowledge_sla_hours`` and dispatch within
+    ``dispatch_sla_hours`` of receiving the supplier order."""
 
     TYPE: ClassVar[str] = "dropship.line.allocated.v1"
 
@@ -67,6 +69,8 @@ class LineAllocated(_Decision):
     supplier_id: Id
     quantity: Quantity
     unit_cost: Money
+    acknowledge_sla_hours: Annotated[int, Field(ge=1, le=720)]
+    dispatch_sla_hours: Annotated[int, Field(ge=1, le=2160)]
     allocated_at: Timestamp
 
 

@@ -44,6 +44,7 @@ from events.deadletter import DeadLetter
 from events.fulfillment import (
     OrderStatusChanged,
     RefundIssued,
+    ReturnAuthorized,
     SupplierOrderCancelled,
     SupplierOrderRequested,
 )
@@ -77,7 +78,7 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     SupplierOfferUpdated, StockLevelReported,
     AllocateLine, ReleaseLine,
     LineAllocated, LineBackordered, LineReleased, SupplierStockChanged,
-    SupplierOrderRequested, SupplierOrderCancelled,
+    SupplierOrderRequested, SupplierOrderCancelled, ReturnAuthorized,
     OrderStatusChanged, RefundIssued,
     DeadLetter,
 )

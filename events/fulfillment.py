@@ -8,7 +8,8 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from events.base import Event, SourceKind
-from events.orders import MAX_LINES
+from events.orders import MAX_LINES, LineQuantity
+from events.suppliers import TrackingNumber
 from events.topics import ORDER_STATUS, SUPPLIER_ORDERS
 from events.types import Address, Id, Money, Quantity, Text, Timestamp, Value
 
@@ -59,14 +60,43 @@ class SupplierOrderCancelled(_SupplierOrderEvent):
     cancelled_at: Timestamp
 
 
+class ReturnAuthorized(_SupplierOrderEvent):
+    """The customer may send these units back to the supplier under ``rma_id``."""
+
+    TYPE: ClassVar[str] = "dropship.return.authorized.v1"
+
+    rma_id: Id
+    supplier_id: Id
+    order_id: Id
+    lines: Annotated[tuple[LineQuantity, ...], Field(min_length=1, max_length=MAX_LINES)]
+    authorized_at: Timestamp
+
+
 class _StatusEvent(Event):
     TOPIC: ClassVar[str] = ORDER_STATUS
     SOURCE_KIND: ClassVar[SourceKind] = "dropship"
     SUBJECT: ClassVar[str] = "order_id"
 
 
+class LineStatus(Value):
+    """Where the units of one order line are."""
+
+    line_id: Id
+    sku: Id
+    quantity: Quantity
+    allocated: Annotated[int, Field(ge=0)] = 0
+    backordered: Annotated[int, Field(ge=0)] = 0
+    shipped: Annotated[int, Field(ge=0)] = 0
+    delivered: Annotated[int, Field(ge=0)] = 0
+    returned: Annotated[int, Field(ge=0)] = 0
+    suppliers: Annotated[tuple[Id, ...], Field(max_length=20)] = ()
+    reroutes: Annotated[int, Field(ge=0)] = 0
+    held_for_ops: bool = False
+
+
 class OrderStatusChanged(_StatusEvent):
-    """An order moved to a new status (what shops and the projections follow)."""
+    """An order moved to a new status, or its lines changed (what shops and the
+    projections follow)."""
 
     TYPE: ClassVar[str] = "dropship.order.status_changed.v1"
 
@@ -75,6 +105,9 @@ class OrderStatusChanged(_StatusEvent):
     status: OrderStatus
     previous_status: OrderStatus | None = None
     reason: Text | None = None
+    lines: Annotated[tuple[LineStatus, ...], Field(max_length=MAX_LINES)] = ()
+    suppliers: Annotated[tuple[Id, ...], Field(max_length=50)] = ()
+    tracking_numbers: Annotated[tuple[TrackingNumber, ...], Field(max_length=50)] = ()
     changed_at: Timestamp
 
 

@@ -47,6 +47,8 @@ class Offer:
     active: bool
     allow_split: bool
     updated_at: datetime
+    acknowledge_sla_hours: int = 24
+    dispatch_sla_hours: int = 72
 
 
 @dataclass(frozen=True)
@@ -154,6 +156,8 @@ class _Fill:
                 order_id=line.order_id, line_id=line.line_id, sku=self.state.sku,
                 supplier_id=offer.supplier_id, quantity=qty,
                 unit_cost=Money(amount=offer.unit_cost, currency=offer.currency),
+                acknowledge_sla_hours=offer.acknowledge_sla_hours,
+                dispatch_sla_hours=offer.dispatch_sla_hours,
                 allocated_at=self.now,
             ))
         return line, need
@@ -201,7 +205,8 @@ def apply_offer(state: SkuState, event: SupplierOfferUpdated, now: datetime) -> 
         return state, []
     offer = Offer(event.supplier_id, event.priority, event.unit_cost.amount,
                   event.unit_cost.currency, event.lead_time_days, event.active,
-                  event.allow_split, event.updated_at)
+                  event.allow_split, event.updated_at, event.acknowledge_sla_hours,
+                  event.dispatch_sla_hours)
     fill = _Fill(replace(state, offers={**state.offers, event.supplier_id: offer}), now)
     fill.retry_backorders()
     return fill.done()
