@@ -14,6 +14,9 @@ from events.types import CountryCode, Id, Money, Quantity, Text, Timestamp
 
 BackorderReason = Literal["no_offer", "no_stock", "all_suppliers_excluded"]
 SupplierIds = Annotated[tuple[Id, ...], Field(max_length=100)]
+#: The line's backordered units once the decision is applied, so that a consumer
+#: never has to guess whether an allocation served a backorder.
+BackorderedAfter = Annotated[int, Field(ge=0)]
 
 
 class _AllocationCommand(Command):
@@ -71,6 +74,7 @@ class LineAllocated(_Decision):
     unit_cost: Money
     acknowledge_sla_hours: Annotated[int, Field(ge=1, le=720)]
     dispatch_sla_hours: Annotated[int, Field(ge=1, le=2160)]
+    backordered_after: BackorderedAfter = 0
     allocated_at: Timestamp
 
 
@@ -84,6 +88,7 @@ class LineBackordered(_Decision):
     sku: Id
     quantity: Quantity
     reason: BackorderReason
+    backordered_after: BackorderedAfter = 0
     backordered_at: Timestamp
 
 
@@ -98,6 +103,7 @@ class LineReleased(_Decision):
     supplier_id: Id
     quantity: Quantity
     reason: Text
+    backordered_after: BackorderedAfter = 0
     released_at: Timestamp
 
 

@@ -185,7 +185,15 @@ class _Fill:
         self.state = replace(self.state, lines=lines)
 
     def done(self) -> Decision:
-        """The final state and events, with one stock event per touched supplier."""
+        """The final state and events, with one stock event per touched supplier.
+
+        Line decisions get the line's final backordered units (0 once the line is gone).
+        """
+        for i, event in enumerate(self.events):
+            if isinstance(event, LineAllocated | LineBackordered | LineReleased):
+                line = self.state.lines.get((event.order_id, event.line_id))
+                after = line.backordered if line is not None else 0
+                self.events[i] = event.model_copy(update={"backordered_after": after})
         for supplier_id in sorted(self.touched):
             stock = self.state.stock[supplier_id]
             self.events.append(SupplierStockChanged(

@@ -136,3 +136,12 @@ def test_stock_events_report_every_touched_budget() -> None:
                     stock("b", 5), alloc("o1", 4))
     last = [e for e in events if isinstance(e, SupplierStockChanged)][-2:]
     assert [(e.supplier_id, e.reserved, e.remaining) for e in last] == [("a", 2, 0), ("b", 2, 3)]
+
+
+def test_decisions_carry_the_lines_backorder_after_them() -> None:
+    state, events = run(offer("a"), stock("a", 2), alloc("o1", 5))
+    assert [(type(e).__name__, e.backordered_after) for e in events
+            if isinstance(e, LineAllocated | LineBackordered)] == [
+        ("LineAllocated", 3), ("LineBackordered", 3)]
+    _, later = run(stock("a", 2, minute=1), state=state)
+    assert [e.backordered_after for e in later if isinstance(e, LineAllocated)] == [1]
