@@ -1,0 +1,256 @@
+"""Every order transition, including the refused ones, with the clock injected."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from events.allocation import AllocateLine, ReleaseLine
+from events.fulfillment import (
+    OrderStatusChanged,
+    RefundIssued,
+    ReturnAuthorized,
+    SupplierOrderCancelled,
+    SupplierOrderRequested,
+)
+from tests.unit.order_factories import (
+    Flow,
+    accepted,
+    allocated,
+    any_of,
+    at,
+    backordered,
+    cancelled,
+    confirmed,
+    delivered,
+    dispatched,
+    paid,
+    placed,
+    rejected,
+    released,
+    return_received,
+    return_requested,
+)
+
+
+def test_placed_requests_allocation_of_every_line() -> None:
+    flow = Flow().do(placed(("1", "SKU-1", 2, "10.00"), ("2", "SKU-2", 1, "5.00")))
+    assert [(c.line_id, c.sku, c.quantity) for c in flow.sent(AllocateLine)] == [
+        ("1", "SKU-1", 2), ("2", "SKU-2", 1)]
+    assert any_of(flow.sent(OrderStatusChanged)).status == "placed"
+
+
+def test_nothing_reaches_a_supplier_before_payment() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2))
+    assert flow.status == "allocated"
+    assert flow.sent(SupplierOrderRequested) == []
+    flow.do(paid("20.00"), minute=1)
+    request = any_of(flow.sent(SupplierOrderRequested))
+    assert (request.supplier_id, [(ln.line_id, ln.quantity) for ln in request.lines]) == (
+        "sa", [("1", 2)])
+    assert request.acknowledge_by == at(1 + 24 * 60)
+    assert request.dispatch_by == at(1 + 72 * 60)
+    assert flow.status == "sent_to_supplier"
+
+
+def test_allocation_after_payment_is_forwarded_at_once() -> None:
+    flow = Flow().do(placed(), paid("20.00"), allocated("sa", 2))
+    assert len(flow.sent(SupplierOrderRequested)) == 1
+
+
+def test_a_payment_that_does_not_match_is_held_for_ops() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid("19.99"))
+    assert flow.status == "payment_held"
+    assert "does not match the order total 20.00 EUR" in (flow.order.reason or "")
+    assert flow.sent(SupplierOrderRequested) == []
+    assert Flow().do(placed(), paid("20.00", currency="USD")).status == "payment_held"
+
+
+def test_no_payment_in_the_window_cancels_and_releases() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2)).tick(59)
+    assert flow.status == "allocated"
+    flow.tick(60)
+    assert flow.status == "cancelled"
+    assert [(r.line_id, r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine)] == [
+        ("1", None, None)]
+    flow.do(paid("20.00"), minute=61)
+    assert flow.refused() == ["payment for a cancelled order"]
+
+
+def test_a_split_order_goes_to_two_suppliers() -> None:
+    flow = Flow().do(placed(), allocated("sa", 1, after=0), allocated("sb", 1), paid())
+    assert sorted(r.supplier_id for r in flow.sent(SupplierOrderRequested)) == ["sa", "sb"]
+
+
+def test_rejection_fails_over_excluding_the_supplier() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid())
+    flow.do(rejected(flow.so_of("sa"), "sa"))
+    assert [c.supplier_id for c in flow.sent(SupplierOrderCancelled, last=True)] == ["sa"]
+    assert [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine, last=True)] == [("sa", 2)]
+    again = any_of(flow.sent(AllocateLine, last=True))
+    assert (again.quantity, again.excluded_suppliers) == (2, ("sa",))
+    flow.do(released("sa", 2), allocated("sb", 2))
+    assert flow.sent(SupplierOrderRequested, last=True)[0].supplier_id == "sb"
+    assert flow.order.lines["1"].reroutes == 1
+
+
+def test_acknowledge_sla_missed_fails_over() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2, ack=2), paid(), minute=1).tick(120)
+    assert flow.sent(SupplierOrderCancelled) == []
+    flow.tick(121)
+    assert "did not accept in time" in flow.sent(SupplierOrderCancelled)[0].reason
+    assert any_of(flow.sent(AllocateLine)).excluded_suppliers == ("sa",)
+
+
+def test_dispatch_sla_missed_fails_over_after_acceptance() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2, dispatch=10), paid(), minute=1)
+    flow.do(accepted(flow.so_of("sa"), "sa"), minute=2).tick(60)
+    assert flow.sent(SupplierOrderCancelled) == []
+    flow.tick(1 + 600)
+    assert "did not dispatch in time" in flow.sent(SupplierOrderCancelled)[0].reason
+
+
+def test_reroutes_are_bounded_then_the_line_is_held_for_ops() -> None:
+    flow = Flow().do(placed(), allocated("s0", 2), paid())
+    for n in range(1, 4):
+        flow.do(rejected(flow.so_of(f"s{n - 1}"), f"s{n - 1}"), released(f"s{n - 1}", 2))
+        if n < 3:
+            flow.do(allocated(f"s{n}", 2))
+    assert flow.order.lines["1"].held
+    assert flow.status == "held_for_ops"
+    assert "held for ops after 3 re-routes" in (flow.order.reason or "")
+    assert len(flow.sent(AllocateLine)) == 1 + 2  # the first request and two re-routes
+
+
+def test_shipments_only_from_the_routed_supplier_for_routed_units() -> None:
+    flow = Flow().do(placed(("1", "SKU-1", 3, "10.00"), ("2", "SKU-2", 1, "1.00")),
+                     allocated("sa", 3), allocated("sb", 1, line="2", sku="SKU-2"), paid("31.00"))
+    so_a = flow.so_of("sa")
+    flow.do(dispatched(so_a, "sb"))
+    assert flow.refused() == [f"supplier order {so_a} was not routed to sb"]
+    flow.do(dispatched(so_a, "sa", line="2", qty=1))
+    assert flow.refused() == [f"line 2 is not in {so_a}"]
+    flow.do(dispatched(so_a, "sa", qty=4))
+    assert "only 3 routed to sa and unshipped" in flow.refused()[0]
+    assert flow.order.lines["1"].shipped == 0  # refusals changed nothing
+
+
+def test_partial_shipments_are_tracked_per_line_with_tracking_numbers() -> None:
+    flow = Flow().do(placed(("1", "SKU-1", 3, "10.00")), allocated("sa", 3), paid("30.00"))
+    flow.do(dispatched(flow.so_of("sa"), "sa", shipment="p1", qty=1, tracking="T1"))
+    assert flow.status == "partially_dispatched"
+    flow.do(dispatched(flow.so_of("sa"), "sa", shipment="p2", qty=2, tracking="T2"))
+    assert flow.status == "dispatched"
+    assert any_of(flow.sent(OrderStatusChanged)).tracking_numbers == ("T1", "T2")
+    flow.do(delivered("p1", "sa"))
+    assert flow.status == "dispatched"
+    flow.do(delivered("p2", "sa"))
+    assert flow.status == "delivered"
+
+
+def test_the_shop_can_confirm_delivery() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid())
+    flow.do(dispatched(flow.so_of("sa"), "sa"), confirmed())
+    assert flow.status == "delivered"
+
+
+def test_cancel_before_dispatch_cancels_supplier_orders_and_releases() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid()).do(cancelled())
+    assert flow.status == "cancelled"
+    assert [c.supplier_id for c in flow.sent(SupplierOrderCancelled)] == ["sa"]
+    assert [r.supplier_id for r in flow.sent(ReleaseLine)] == [None]
+    flow.do(allocated("sb", 1))  # a late reservation is given back at once
+    assert [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine, last=True)] == [("sb", 1)]
+
+
+def test_cancel_after_dispatch_is_refused_with_a_reason() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid())
+    flow.do(dispatched(flow.so_of("sa"), "sa"), cancelled())
+    assert flow.status == "dispatched"
+    assert "request a return" in (flow.order.reason or "")
+    assert flow.sent(SupplierOrderCancelled) == []
+
+
+def _delivered_flow() -> Flow:
+    flow = Flow().do(placed(), allocated("sa", 1), allocated("sb", 1), paid())
+    flow.do(dispatched(flow.so_of("sa"), "sa", shipment="pa", qty=1),
+            dispatched(flow.so_of("sb"), "sb", shipment="pb", qty=1),
+            delivered("pa", "sa"), delivered("pb", "sb"), minute=5)
+    assert flow.status == "delivered"
+    return flow
+
+
+def test_return_in_window_is_authorized_then_refunded_and_restocked() -> None:
+    flow = _delivered_flow().do(return_requested("rma1", qty=2))
+    assert flow.status == "return_requested"
+    assert [(a.supplier_id, a.lines[0].quantity) for a in flow.sent(ReturnAuthorized)] == [
+        ("sa", 1), ("sb", 1)]
+    flow.do(return_received("rma1", "sa"))
+    assert any_of(flow.sent(RefundIssued)).amount.amount == Decimal("10.00")
+    assert [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine, last=True)] == [("sa", 1)]
+    flow.do(return_received("rma1", "sb", resellable=False))
+    assert flow.sent(ReleaseLine, last=True) == []  # damaged goods are not restocked
+    assert sum(r.amount.amount for r in flow.sent(RefundIssued)) == Decimal("20.00")
+    assert flow.status == "refunded"
+
+
+def test_returns_outside_the_window_or_beyond_delivered_are_refused() -> None:
+    late = _delivered_flow().do(return_requested("rma1", when=at(5 + 31 * 24 * 60)))
+    assert "return window of 30 days has closed" in (late.order.reason or "")
+    assert late.sent(ReturnAuthorized) == []
+    greedy = _delivered_flow().do(return_requested("rma1", qty=3))
+    assert "more units than delivered" in (greedy.order.reason or "")
+    early = Flow().do(placed(), return_requested("rma1"))
+    assert "nothing was delivered yet" in (early.order.reason or "")
+
+
+def test_return_received_must_match_the_authorization() -> None:
+    flow = _delivered_flow().do(return_requested("rma1", qty=1))
+    flow.do(return_received("rma9", "sa"))
+    assert flow.refused() == ["no return rma9 was authorized to sa"]
+    flow.do(return_received("rma1", "sa", qty=2))
+    assert flow.refused() == ["return rma1 holds units that were not authorized"]
+
+
+def test_a_payment_before_its_order_is_held_then_applied() -> None:
+    flow = Flow().do(paid("20.00"))
+    assert flow.last == []
+    assert len(flow.order.held) == 1
+    flow.do(placed(), allocated("sa", 2))
+    assert len(flow.order.held) == 0
+    assert flow.order.paid_at is not None
+    assert len(flow.sent(SupplierOrderRequested)) == 1
+
+
+def test_held_events_are_bounded_and_time_out_to_ops() -> None:
+    flow = Flow().do(paid(), paid(), paid())
+    flow.do(paid())
+    assert flow.refused() == ["3 events already wait for this order"]
+    flow.tick(29)
+    assert not flow.order.held_for_ops
+    flow.tick(30)
+    assert flow.order.held_for_ops
+    assert len(flow.order.held) == 3  # kept, never dropped
+
+
+def test_backorders_show_in_the_status() -> None:
+    flow = Flow().do(placed(), backordered(2))
+    assert flow.status == "backordered"
+    assert any_of(flow.sent(OrderStatusChanged)).lines[0].backordered == 2
+    flow.do(allocated("sa", 2, after=0))
+    assert flow.status == "allocated"
+
+
+def test_same_events_same_outputs() -> None:
+    def run() -> Flow:
+        flow = Flow().do(placed(), allocated("sa", 1), allocated("sb", 1), paid())
+        return flow.do(rejected(flow.so_of("sa"), "sa")).tick(10_000)
+
+    assert run().outputs == run().outputs
+
+
+def test_every_status_change_is_published_once() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid())
+    statuses = [e.status for e in flow.sent(OrderStatusChanged)]
+    assert statuses == ["placed", "allocated", "sent_to_supplier"]
+    flow.do(accepted(flow.so_of("sa"), "sa"))
+    assert flow.sent(OrderStatusChanged, last=True) == []  # nothing shops see changed
