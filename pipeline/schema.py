@@ -101,3 +101,18 @@ allocation_state = Table(
     Column("state", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+#: The order agent's state of record: one document per order, with the next
+#: deadline and the Kafka partition the order id maps to (timers fire per
+#: owned partition).
+order_state = Table(
+    "order_state",
+    metadata,
+    Column("order_id", Text, primary_key=True),
+    Column("partition", Integer, nullable=False),
+    Column("state", JSONB, nullable=False),
+    Column("next_deadline", DateTime(timezone=True), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("order_state_deadline_idx", "partition", "next_deadline",
+          postgresql_where=text("next_deadline IS NOT NULL")),
+)

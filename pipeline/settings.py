@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     payment_window_minutes: float = Field(60.0, gt=0)
     return_window_days: float = Field(30.0, gt=0)
     max_reroutes_per_line: int = Field(3, ge=0, le=100)
+    held_event_timeout_minutes: float = Field(
+        60.0, gt=0, description="How long an early event may wait for its predecessor.")
+    max_held_events_per_order: int = Field(50, ge=1, le=10_000)
 
     # --- Worker --------------------------------------------------------------
     agent_batch_size: int = Field(500, ge=1, le=100_000,
@@ -94,6 +97,11 @@ class Settings(BaseSettings):
     web_bind: str = Field("127.0.0.1", description="Address the worker's web server binds.")
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    clock_file: Path | None = Field(
+        None, description="Read the current time from this file (RFC 3339): tests and "
+                          "demos move time for deadlines with it. Unset: the system clock.")
+    deadline_check_s: float = Field(1.0, gt=0, le=3600,
+                                    description="How often a worker fires due deadlines.")
 
     # --- Embedded development stack ------------------------------------------
     state_dir: Path = DEFAULT_STATE_DIR

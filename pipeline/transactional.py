@@ -107,7 +107,18 @@ class RangeReader(Protocol):
         ...
 
 
-def derive(cause: CloudEvent, payloads: Sequence[Message], consumer: str) -> list[CloudEvent]:
+class Cause(Protocol):
+    """What a derived event's id and time come from: a consumed event, or a deadline."""
+
+    @property
+    def source(self) -> str: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def time(self) -> datetime: ...
+
+
+def derive(cause: Cause, payloads: Sequence[Message], consumer: str) -> list[CloudEvent]:
     """Wrap payloads caused by ``cause``: ids from the cause, time of the cause.
 
     The id depends on the consumer, the cause's (source, id) and the payload's
@@ -307,15 +318,17 @@ class OutboxRelay:
     batch_size: int = 1000
     published: int = 0
     _producer: AIOKafkaProducer | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            from pipeline.kafka import create_producer
+        async with self._lock:  # the batch path and the deadline timer share a relay
+            if self._producer is None:
+                from pipeline.kafka import create_producer
 
-            producer = create_producer(self.settings)
-            await producer.start()
-            self._producer = producer
-        return self._producer
+                producer = create_producer(self.settings)
+                await producer.start()
+                self._producer = producer
+            return self._producer
 
     async def close(self) -> None:
         if self._producer is not None:

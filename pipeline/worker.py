@@ -12,9 +12,10 @@ import logging
 
 import faust
 
-from agents import allocation, archive, runner
+from agents import allocation, archive, orders, runner
 from agents.allocation import AllocationHandler
 from agents.archive import ArchiveHandler
+from pipeline import clock
 from pipeline.app import create_app, declare_topics, raw_topic
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
@@ -28,16 +29,22 @@ def build(settings: Settings) -> faust.App:
     engine = create_engine(settings)
     declare_topics(app, settings)
     reader = KafkaRangeReader(settings)
+    policy = orders.policy_of(settings)
+    order_relay = OutboxRelay(engine, orders.CONSUMER, settings)
     agents = [
         ("archive", archive.TOPICS, Processor(engine, ArchiveHandler(), reader)),
         ("allocation", allocation.TOPICS,
          Processor(engine, AllocationHandler(), reader,
                    OutboxRelay(engine, allocation.CONSUMER, settings))),
+        ("orders", orders.TOPICS,
+         Processor(engine, orders.OrderHandler(policy), reader, order_relay)),
     ]
     for name, topics, processor in agents:
         runner.register(app, raw_topic(app, *topics), processor, name, topics,
                         batch_size=settings.agent_batch_size,
                         within_s=settings.agent_batch_within_s)
+    deadlines = orders.DeadlineRunner(engine, policy, order_relay, lambda: clock.now(settings))
+    orders.register_deadlines(app, deadlines, settings.deadline_check_s)
     return app
 
 

@@ -1,0 +1,205 @@
+"""The order agent: a thin adapter from Kafka + Postgres to ``agents.core.order_rules``.
+
+Consumes ``shop.orders``, ``supplier.events`` and ``fulfillment.decisions``,
+all keyed by order id, so one worker owns every event of an order. State of
+record: one ``order_state`` row per order (the document, the next deadline,
+the order's partition), locked ``FOR UPDATE`` in the batch transaction of the
+:class:`~pipeline.transactional.Processor`. Deadlines are fired by
+:class:`DeadlineRunner` through the same discipline (state + outbox in one
+transaction) for the partitions this worker owns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import TypeAdapter
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from agents.core import order_rules
+from agents.core.orders import Held, Order, Output, Policy, Refused
+from events.base import Message
+from events.codec import DecodeError
+from events.envelope import MESSAGE_TYPES, CloudEvent
+from events.topics import DECISIONS, SHOP_ORDERS, SUPPLIER_EVENTS
+from pipeline.schema import order_state
+from pipeline.settings import Settings
+from pipeline.transactional import Incoming, OutboxRelay, dead_letter, derive, write_outbox
+
+CONSUMER = "orders"
+TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, DECISIONS)
+_ORDER = TypeAdapter(Order)
+
+
+def policy_of(settings: Settings) -> Policy:
+    return Policy(
+        payment_window=timedelta(minutes=settings.payment_window_minutes),
+        return_window=timedelta(days=settings.return_window_days),
+        max_reroutes=settings.max_reroutes_per_line,
+        hold_timeout=timedelta(minutes=settings.held_event_timeout_minutes),
+        max_held=settings.max_held_events_per_order,
+    )
+
+
+# --- state <-> JSON -------------------------------------------------------------
+
+def dump_order(order: Order) -> dict[str, Any]:
+    """The order as a JSON document; held messages keep their type to be rebuilt."""
+    doc: dict[str, Any] = _ORDER.dump_python(replace(order, held=()), mode="json")
+    doc["held"] = [{"type": h.message.TYPE, "data": h.message.model_dump(mode="json"),
+                    "time": h.time.isoformat(), "held_at": h.held_at.isoformat()}
+                   for h in order.held]
+    return doc
+
+
+def load_order(doc: dict[str, Any]) -> Order:
+    held = tuple(
+        Held(MESSAGE_TYPES[h["type"]].model_validate_json(json.dumps(h["data"])),
+             datetime.fromisoformat(h["time"]), datetime.fromisoformat(h["held_at"]))
+        for h in doc.get("held", ()))
+    order = _ORDER.validate_python({**doc, "held": ()})
+    return replace(order, held=held)
+
+
+async def lock_orders(conn: AsyncConnection, order_ids: set[str]) -> dict[str, Order]:
+    rows = await conn.execute(
+        select(order_state.c.order_id, order_state.c.state)
+        .where(order_state.c.order_id.in_(order_ids)).order_by(order_state.c.order_id)
+        .with_for_update())
+    found = {oid: load_order(doc) for oid, doc in rows}
+    return {oid: found.get(oid) or Order(oid) for oid in order_ids}
+
+
+async def save_orders(conn: AsyncConnection, orders: Sequence[tuple[Order, int]],
+                      policy: Policy) -> None:
+    if not orders:
+        return
+    stmt = insert(order_state).values([
+        {"order_id": o.order_id, "partition": p, "state": dump_order(o),
+         "next_deadline": order_rules.next_deadline(o, policy)} for o, p in orders])
+    await conn.execute(stmt.on_conflict_do_update(
+        index_elements=[order_state.c.order_id],
+        set_={"state": stmt.excluded.state, "next_deadline": stmt.excluded.next_deadline,
+              "updated_at": stmt.excluded.updated_at}))
+
+
+# --- events -> decisions -----------------------------------------------------------
+
+def _order_id(message: Message) -> str:
+    return str(getattr(message, "order_id"))  # noqa: B009 (every consumed type has one)
+
+
+def messages_of(outputs: list[Output]) -> list[Message]:
+    return [o for o in outputs if not isinstance(o, Refused)]
+
+
+class OrderHandler:
+    """Applies shop, supplier and allocation events to per-order state, in order."""
+
+    def __init__(self, policy: Policy, consumer: str = CONSUMER) -> None:
+        self.policy = policy
+        self.consumer = consumer
+
+    async def handle(self, conn: AsyncConnection, batch: Sequence[Incoming]) -> list[CloudEvent]:
+        """Steps: 1. lock the orders' rows; 2. decide each event in order; 3. save the
+        changed orders with their next deadline; 4. return derived events and the
+        dead letters of refused events."""
+        orders = await lock_orders(conn, {_order_id(inc.event.data) for inc in batch})
+        partitions: dict[str, int] = {}
+        out: list[CloudEvent] = []
+        for inc in batch:
+            oid = _order_id(inc.event.data)
+            orders[oid], outputs = order_rules.decide(orders[oid], inc.event.data,
+                                                      inc.event.time, self.policy)
+            partitions[oid] = inc.record.partition
+            out += derive(inc.event, messages_of(outputs), self.consumer)
+            out += [dead_letter(inc.record, DecodeError("data", "refused", o.reason),
+                                self.consumer) for o in outputs if isinstance(o, Refused)]
+        await save_orders(conn, [(orders[o], p) for o, p in sorted(partitions.items())],
+                          self.policy)
+        return out
+
+
+class DeadlineRunner:
+    """Fires due deadlines of the orders in the partitions this worker owns.
+
+    Per call: one transaction locks up to ``limit`` due rows (``SKIP LOCKED``, so
+    two workers never fire the same order at once), applies ``due`` at each
+    deadline instant up to now, saves, and queues the outputs; then the relay
+    publishes. Derived ids come from (order, deadline instant): a crash before
+    commit re-fires byte-identically.
+    """
+
+    def __init__(self, engine: AsyncEngine, policy: Policy, relay: OutboxRelay,
+                 clock: Callable[[], datetime], consumer: str = CONSUMER,
+                 limit: int = 200) -> None:
+        self.engine, self.policy, self.relay, self.clock = engine, policy, relay, clock
+        self.consumer, self.limit = consumer, limit
+
+    async def run(self, partitions: set[int]) -> int:
+        """Fire what is due in ``partitions``; return how many orders changed."""
+        if not partitions:
+            return 0
+        now = self.clock()
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(
+                select(order_state.c.order_id, order_state.c.partition, order_state.c.state)
+                .where(order_state.c.partition.in_(partitions),
+                       order_state.c.next_deadline <= now)
+                .order_by(order_state.c.next_deadline).limit(self.limit)
+                .with_for_update(skip_locked=True))).all()
+            changed, out = [], []
+            for _, partition, doc in rows:
+                order, events = self._fire(load_order(doc), now)
+                changed.append((order, partition))
+                out += events
+            await save_orders(conn, changed, self.policy)
+            await write_outbox(conn, self.consumer, out)
+        if out:
+            await self.relay.flush()
+        return len(changed)
+
+    def _fire(self, order: Order, now: datetime) -> tuple[Order, list[CloudEvent]]:
+        out: list[CloudEvent] = []
+        deadline = order_rules.next_deadline(order, self.policy)
+        while deadline is not None and deadline <= now:
+            order, outputs = order_rules.due(order, deadline, self.policy)
+            cause_id = f"deadline:{order.order_id}:{deadline.isoformat()}"
+            out += derive(_DeadlineCause(cause_id, deadline), messages_of(outputs),
+                          self.consumer)
+            following = order_rules.next_deadline(order, self.policy)
+            if following == deadline:  # nothing changed at this instant: stop
+                break
+            deadline = following
+        return order, out
+
+
+@dataclass(frozen=True)
+class _DeadlineCause:
+    """The cause of deadline outputs for :func:`derive`: the clock at an instant."""
+
+    id: str
+    time: datetime
+    source: str = "dropship/clock"
+
+
+def register_deadlines(app: Any, runner: DeadlineRunner, every_s: float) -> None:
+    """A Faust timer firing due deadlines for this worker's partitions of ``shop.orders``."""
+    import logging
+
+    log = logging.getLogger(__name__)
+
+    async def fire_deadlines() -> None:
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == SHOP_ORDERS}
+        try:
+            await runner.run(owned)
+        except Exception:
+            log.exception("orders: firing deadlines failed; retried at the next tick")
+
+    app.timer(every_s, name="orders.deadlines")(fire_deadlines)
