@@ -72,7 +72,7 @@ async def engine(migrated: Settings) -> AsyncIterator[AsyncEngine]:
         await eng.dispose()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def cli_env(stack: Stack, run_id: str) -> Callable[..., dict[str, str]]:
     """Factory: an environment for a ``dropship`` subprocess pointed at the test stack."""
 

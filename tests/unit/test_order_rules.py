@@ -254,3 +254,27 @@ def test_every_status_change_is_published_once() -> None:
     assert statuses == ["placed", "allocated", "sent_to_supplier"]
     flow.do(accepted(flow.so_of("sa"), "sa"))
     assert flow.sent(OrderStatusChanged, last=True) == []  # nothing shops see changed
+
+
+def test_supplier_events_that_do_not_match_are_refused() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid())
+    flow.do(accepted("so-unknown", "sa"))
+    assert flow.refused() == ["supplier order so-unknown was not routed to sa"]
+    so = flow.so_of("sa")
+    flow.do(dispatched(so, "sa", shipment="p1"), delivered("p1", "sb"))
+    assert flow.refused() == ["shipment p1 is not sb's"]
+    flow.do(allocated("sa", 1, line="9"))
+    assert flow.refused() == ["decision for unknown line 9"]
+
+
+def test_answers_to_a_cancelled_supplier_order_are_refused() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), paid())
+    so = flow.so_of("sa")
+    flow.do(rejected(so, "sa"), accepted(so, "sa"))
+    assert flow.refused() == [f"supplier order {so} was cancelled"]
+
+
+def test_released_units_leave_the_line() -> None:
+    flow = Flow().do(placed(), allocated("sa", 2), released("sa", 2))
+    assert flow.order.lines["1"].reserved == {"sa": 0}
+    assert flow.status == "placed"

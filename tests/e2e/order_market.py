@@ -1,0 +1,249 @@
+"""A test market: shops and suppliers that talk to a real worker only through Kafka.
+
+``Tap`` follows the outgoing topics with a group-less consumer; ``Market``
+publishes what shops and suppliers publish, with times from the worker's
+file clock, and waits for what the pipeline answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agents.allocation import load_state
+from agents.core.allocation import SkuState
+from agents.core.orders import Order
+from agents.orders import load_order
+from events.base import Message
+from events.catalog import StockLevelReported, SupplierOfferUpdated
+from events.codec import decode, encode, key_of
+from events.deadletter import DeadLetter
+from events.envelope import CloudEvent, wrap
+from events.orders import (
+    DeliveryConfirmed,
+    LineQuantity,
+    OrderCancelled,
+    OrderLine,
+    OrderPlaced,
+    PaymentConfirmed,
+    ReturnRequested,
+)
+from events.suppliers import (
+    ReturnReceived,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SupplierOrderAccepted,
+    SupplierOrderRejected,
+)
+from events.topics import DLQ, ORDER_STATUS, SUPPLIER_ORDERS
+from events.types import Address, Money
+from pipeline.clock import set_file_time
+from pipeline.kafka import client_options, create_producer
+from pipeline.schema import allocation_state, order_state
+from pipeline.settings import Settings
+
+E = TypeVar("E", bound=Message)
+SHOP = "acme"
+
+
+class Tap:
+    """Every event on the outgoing topics, decoded, as it arrives."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.events: list[CloudEvent] = []
+        self._task: asyncio.Task[None] | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,
+                                    enable_auto_commit=False)
+        await consumer.start()
+        parts = [TopicPartition(t, p) for t in (SUPPLIER_ORDERS, ORDER_STATUS, DLQ)
+                 for p in range(self.settings.kafka_topic_partitions)]
+        consumer.assign(parts)
+        for tp in parts:
+            consumer.seek(tp, 0)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                self.events.extend(decode(r.value) for r in records)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    def of(self, kind: type[E], order_id: str) -> list[E]:
+        seen: dict[str, E] = {}  # deduplicated by event id
+        for e in self.events:
+            if isinstance(e.data, kind) and _order_of(e) == order_id:
+                seen.setdefault(e.id, e.data)
+        return list(seen.values())
+
+
+def _order_of(event: CloudEvent) -> str | None:
+    if isinstance(event.data, DeadLetter):
+        return None
+    return getattr(event.data, "order_id", None)
+
+
+class Market:
+    """Shops and suppliers, publishing on the real topics."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, tap: Tap, clock: Path) -> None:
+        self.settings, self.engine, self.tap, self.clock_path = settings, engine, tap, clock
+        self.run = uuid.uuid4().hex[:6]
+        self._producer: AIOKafkaProducer | None = None
+        self._seq = 0
+
+    async def start(self) -> None:
+        self._producer = create_producer(self.settings)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+
+    # --- time --------------------------------------------------------------
+    @property
+    def now(self) -> datetime:
+        return datetime.fromisoformat(self.clock_path.read_text())
+
+    def advance(self, delta: timedelta) -> None:
+        set_file_time(self.clock_path, self.now + delta)
+
+    # --- publishing ------------------------------------------------------------
+    def name(self, base: str) -> str:
+        return f"{base}-{self.run}"
+
+    async def send(self, payload: Message, source: str, times: int = 1) -> CloudEvent:
+        assert self._producer is not None
+        self._seq += 1
+        event = wrap(payload, id=f"{self.run}-{self._seq}", source=source, time=self.now)
+        for _ in range(times):
+            await self._producer.send_and_wait(payload.TOPIC, encode(event), key=key_of(event))
+        return event
+
+    async def raw(self, topic: str, key: bytes, value: bytes) -> None:
+        assert self._producer is not None
+        await self._producer.send_and_wait(topic, value, key=key)
+
+    async def catalog(self, sku: str, *suppliers: tuple[str, int, int], ack: int = 24,
+                      dispatch: int = 48) -> None:
+        """Offers and stock for ``sku``: (supplier, priority, available) each."""
+        for supplier, priority, available in suppliers:
+            await self.send(SupplierOfferUpdated(
+                supplier_id=supplier, sku=sku, priority=priority,
+                unit_cost=Money(amount=Decimal("3.00"), currency="EUR"), lead_time_days=1,
+                acknowledge_sla_hours=ack, dispatch_sla_hours=dispatch, active=True,
+                updated_at=self.now), f"supplier/{supplier}")
+            await self.send(StockLevelReported(supplier_id=supplier, sku=sku,
+                                               available=available, as_of=self.now),
+                            f"supplier/{supplier}")
+
+    def order(self, order_id: str, *lines: tuple[str, str, int, str]) -> OrderPlaced:
+        return OrderPlaced(
+            order_id=order_id, shop_id=SHOP, customer_ref="c1",
+            ship_to=Address(name="Ada", line1="1 Rd", city="Lyon", country="FR"),
+            currency="EUR", placed_at=self.now,
+            lines=tuple(OrderLine(line_id=i, sku=s, quantity=q,
+                                  unit_price=Money(amount=Decimal(p), currency="EUR"))
+                        for i, s, q, p in lines))
+
+    async def shop(self, payload: Message, times: int = 1) -> CloudEvent:
+        return await self.send(payload, f"shop/{SHOP}", times)
+
+    async def supplier(self, supplier: str, payload: Message, times: int = 1) -> CloudEvent:
+        return await self.send(payload, f"supplier/{supplier}", times)
+
+    def payment(self, order_id: str, amount: str) -> PaymentConfirmed:
+        return PaymentConfirmed(order_id=order_id, payment_ref="pay-1", paid_at=self.now,
+                                amount=Money(amount=Decimal(amount), currency="EUR"))
+
+    def accept(self, order_id: str, so: str, supplier: str) -> SupplierOrderAccepted:
+        return SupplierOrderAccepted(order_id=order_id, supplier_order_id=so,
+                                     supplier_id=supplier, accepted_at=self.now)
+
+    def reject(self, order_id: str, so: str, supplier: str) -> SupplierOrderRejected:
+        return SupplierOrderRejected(order_id=order_id, supplier_order_id=so,
+                                     supplier_id=supplier, reason="out_of_stock",
+                                     rejected_at=self.now)
+
+    def ship(self, order_id: str, so: str, supplier: str, shipment: str,
+             lines: dict[str, int], tracking: str) -> ShipmentDispatched:
+        return ShipmentDispatched(
+            order_id=order_id, supplier_order_id=so, supplier_id=supplier,
+            shipment_id=shipment, carrier="Colissimo", tracking_number=tracking,
+            lines=tuple(LineQuantity(line_id=k, quantity=v) for k, v in lines.items()),
+            dispatched_at=self.now)
+
+    def delivered(self, order_id: str, supplier: str, shipment: str) -> ShipmentDelivered:
+        return ShipmentDelivered(order_id=order_id, supplier_id=supplier, shipment_id=shipment,
+                                 delivered_at=self.now)
+
+    def confirm(self, order_id: str) -> DeliveryConfirmed:
+        return DeliveryConfirmed(order_id=order_id, confirmed_at=self.now)
+
+    def cancel(self, order_id: str) -> OrderCancelled:
+        return OrderCancelled(order_id=order_id, reason="changed mind", cancelled_at=self.now)
+
+    def return_request(self, order_id: str, rma: str, lines: dict[str, int]) -> ReturnRequested:
+        return ReturnRequested(order_id=order_id, rma_id=rma, reason="too small",
+                               requested_at=self.now,
+                               lines=tuple(LineQuantity(line_id=k, quantity=v)
+                                           for k, v in lines.items()))
+
+    def return_received(self, order_id: str, rma: str, supplier: str,
+                        lines: dict[str, int]) -> ReturnReceived:
+        return ReturnReceived(order_id=order_id, rma_id=rma, supplier_id=supplier,
+                              condition="resellable", received_at=self.now,
+                              lines=tuple(LineQuantity(line_id=k, quantity=v)
+                                          for k, v in lines.items()))
+
+    # --- observing -----------------------------------------------------------------
+    async def until(self, what: str, check: Callable[[], Any], timeout_s: float = 30.0) -> Any:
+        """Poll ``check`` (sync or async) until it returns something truthy."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = check()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            await asyncio.sleep(0.1)
+
+    async def order_state(self, order_id: str) -> Order | None:
+        async with self.engine.connect() as conn:
+            doc = await conn.scalar(select(order_state.c.state)
+                                    .where(order_state.c.order_id == order_id))
+        return load_order(doc) if doc is not None else None
+
+    async def sku_state(self, sku: str) -> SkuState:
+        async with self.engine.connect() as conn:
+            doc = await conn.scalar(select(allocation_state.c.state)
+                                    .where(allocation_state.c.sku == sku))
+        assert doc is not None
+        return load_state(sku, doc)
+
+    def dead_letters(self, key: str) -> list[DeadLetter]:
+        return [e.data for e in self.tap.events
+                if isinstance(e.data, DeadLetter) and e.data.original_key == key]
