@@ -212,16 +212,16 @@ def show_settings() -> None:
 @app.command("demo")
 def demo(
     keep: Annotated[bool, typer.Option(help="Leave the stack running afterwards.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the order.")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 120.0,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Bring the stack up, migrate, start a worker, publish a sample order, show its status."""
+    """Run one order end to end on the embedded stack: suppliers, shop, pipeline, delivery."""
     from pipeline import demo as demo_module
 
     s = _settings(state_dir=state_dir)
     ok = demo_module.run(s, keep=keep, timeout_s=timeout, console=out)
     if not ok:
-        fail("the sample order did not reach the pipeline in time; see the logs named above")
+        fail("the demo order was not delivered; see the worker log named above")
 
 
 # --- error handling --------------------------------------------------------------

@@ -79,8 +79,14 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, interval_s: floa
 
 
 def check_port_free(port: int, what: str, env_var: str) -> None:
-    """Raise StackError (one line) if 127.0.0.1:``port`` cannot be bound."""
+    """Raise StackError (one line) if 127.0.0.1:``port`` cannot be bound.
+
+    Probes as the servers bind, with ``SO_REUSEADDR``: connections of a server
+    stopped a moment ago (TIME-WAIT) do not make its port look taken, while a
+    live listener still does.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError as err:

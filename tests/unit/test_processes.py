@@ -58,3 +58,19 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     check_port_free(port, "x", "Y")
     assert not accepts_connections(port)
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free() -> None:
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    conn.close()  # the server side closes first: its end of the connection enters TIME-WAIT
+    client.close()
+    server.close()
+    with socket.socket() as plain, pytest.raises(OSError, match="in use"):
+        plain.bind(("127.0.0.1", port))  # without SO_REUSEADDR the port looks taken...
+    check_port_free(port, "PostgreSQL server", "DROPSHIP_DEV_PG_PORT")  # ...but it is free
