@@ -22,7 +22,7 @@ from agents.core import allocation as core
 from events.envelope import CloudEvent
 from events.topics import ALLOCATION, SUPPLIER_CATALOG
 from pipeline.schema import allocation_state
-from pipeline.transactional import Incoming, derive
+from pipeline.transactional import Incoming, derive, failed
 
 CONSUMER = "allocation"
 TOPICS = (ALLOCATION, SUPPLIER_CATALOG)
@@ -112,7 +112,11 @@ class AllocationHandler:
         out: list[CloudEvent] = []
         for inc in batch:
             sku = inc.event.subject
-            state, payloads = core.apply(states[sku], inc.event.data, inc.event.time)
+            try:
+                state, payloads = core.apply(states[sku], inc.event.data, inc.event.time)
+            except Exception as exc:  # a bug or an unforeseen input: park it, go on
+                out.append(failed(inc.record, exc, self.consumer))
+                continue
             if state is not states[sku]:
                 states[sku] = changed[sku] = state
             out.extend(derive(inc.event, payloads, self.consumer))

@@ -30,7 +30,14 @@ from events.envelope import MESSAGE_TYPES, CloudEvent
 from events.topics import DECISIONS, SHOP_ORDERS, SUPPLIER_EVENTS
 from pipeline.schema import order_state
 from pipeline.settings import Settings
-from pipeline.transactional import Incoming, OutboxRelay, dead_letter, derive, write_outbox
+from pipeline.transactional import (
+    Incoming,
+    OutboxRelay,
+    dead_letter,
+    derive,
+    failed,
+    write_outbox,
+)
 
 CONSUMER = "orders"
 TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, DECISIONS)
@@ -115,12 +122,18 @@ class OrderHandler:
         out: list[CloudEvent] = []
         for inc in batch:
             oid = _order_id(inc.event.data)
-            orders[oid], outputs = order_rules.decide(orders[oid], inc.event.data,
-                                                      inc.event.time, self.policy)
+            try:
+                orders[oid], outputs = order_rules.decide(orders[oid], inc.event.data,
+                                                          inc.event.time, self.policy)
+            except Exception as exc:  # a bug or an unforeseen input: park it, go on
+                out.append(failed(inc.record, exc, self.consumer))
+                continue
             partitions[oid] = inc.record.partition
             out += derive(inc.event, messages_of(outputs), self.consumer)
-            out += [dead_letter(inc.record, DecodeError("data", "refused", o.reason),
-                                self.consumer) for o in outputs if isinstance(o, Refused)]
+            refusals = [o for o in outputs if isinstance(o, Refused)]
+            out += [dead_letter(inc.record, DecodeError("data", "refused", r.reason),
+                                self.consumer, index=i, original=r.held)
+                    for i, r in enumerate(refusals)]
         await save_orders(conn, [(orders[o], p) for o, p in sorted(partitions.items())],
                           self.policy)
         return out

@@ -31,7 +31,7 @@ def records_of(events: Iterable[Any]) -> list[Record]:
         msg = event.message
         ts = msg.timestamp
         out.append(Record(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                          int(ts * 1000) if ts else None))
+                          round(ts * 1000) if ts else None))  # Faust gives float seconds
     return out
 
 

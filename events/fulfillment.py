@@ -20,6 +20,11 @@ OrderStatus = Literal[
 ]
 
 
+#: Bounds of the lists in a status event; producers keep the most relevant entries.
+MAX_SUPPLIERS = 100
+MAX_TRACKING_NUMBERS = 200
+
+
 class SupplierOrderLine(Value):
     line_id: Id
     sku: Id
@@ -89,7 +94,7 @@ class LineStatus(Value):
     shipped: Annotated[int, Field(ge=0)] = 0
     delivered: Annotated[int, Field(ge=0)] = 0
     returned: Annotated[int, Field(ge=0)] = 0
-    suppliers: Annotated[tuple[Id, ...], Field(max_length=20)] = ()
+    suppliers: Annotated[tuple[Id, ...], Field(max_length=MAX_SUPPLIERS)] = ()
     reroutes: Annotated[int, Field(ge=0)] = 0
     held_for_ops: bool = False
 
@@ -106,8 +111,9 @@ class OrderStatusChanged(_StatusEvent):
     previous_status: OrderStatus | None = None
     reason: Text | None = None
     lines: Annotated[tuple[LineStatus, ...], Field(max_length=MAX_LINES)] = ()
-    suppliers: Annotated[tuple[Id, ...], Field(max_length=50)] = ()
-    tracking_numbers: Annotated[tuple[TrackingNumber, ...], Field(max_length=50)] = ()
+    suppliers: Annotated[tuple[Id, ...], Field(max_length=MAX_SUPPLIERS)] = ()
+    tracking_numbers: Annotated[tuple[TrackingNumber, ...],
+                                Field(max_length=MAX_TRACKING_NUMBERS)] = ()
     changed_at: Timestamp
 
 

@@ -22,7 +22,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSON, JSONB, UUID
 
 metadata = MetaData()
 
@@ -104,13 +104,14 @@ allocation_state = Table(
 
 #: The order agent's state of record: one document per order, with the next
 #: deadline and the Kafka partition the order id maps to (timers fire per
-#: owned partition).
+#: owned partition). ``json``, not ``jsonb``: the order of keys (lines,
+#: shipments in shipping order) is part of the state, and jsonb reorders keys.
 order_state = Table(
     "order_state",
     metadata,
     Column("order_id", Text, primary_key=True),
     Column("partition", Integer, nullable=False),
-    Column("state", JSONB, nullable=False),
+    Column("state", JSON, nullable=False),
     Column("next_deadline", DateTime(timezone=True), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("order_state_deadline_idx", "partition", "next_deadline",

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -133,17 +133,33 @@ def derive(cause: Cause, payloads: Sequence[Message], consumer: str) -> list[Clo
     ]
 
 
-def dead_letter(record: Record, error: DecodeError, consumer: str) -> CloudEvent:
-    """The DLQ event for a refused record (id from its position: stable on re-reads)."""
+def dead_letter(record: Record, error: DecodeError, consumer: str, index: int = 0,
+                original: Message | None = None) -> CloudEvent:
+    """The DLQ event for a refused record (id from its position: stable on re-reads).
+
+    ``index`` tells apart several refusals caused by one record; ``original`` is
+    an event that was held and is refused now that ``record`` released it: the
+    dead letter then carries that event (its topic, its JSON), at ``record``'s position.
+    """
+    value = original.model_dump_json().encode() if original is not None else record.value
     letter = DeadLetter(
-        original_key=DeadLetter.key_text(record.key), source_topic=record.topic,
+        original_key=DeadLetter.key_text(record.key),
+        source_topic=original.TOPIC if original is not None else record.topic,
         source_partition=record.partition, source_offset=record.offset, consumer=consumer,
         error=str(error)[:2000], rule=error.rule[:64], field=error.field[:200],
-        dead_lettered_at=record.time, **DeadLetter.carry(record.value),  # type: ignore[arg-type]
+        dead_lettered_at=record.time, **DeadLetter.carry(value),  # type: ignore[arg-type]
     )
     ref = f"{record.topic}/{record.partition}/{record.offset}"
-    return wrap(letter, id=derived_id(ref, f"dead_letter:{consumer}"),
+    return wrap(letter, id=derived_id(ref, f"dead_letter:{consumer}:{index}"),
                 source=f"dropship/{consumer}", time=record.time)
+
+
+def failed(record: Record, exc: Exception, consumer: str) -> CloudEvent:
+    """The DLQ event for a record whose handling raised: the pipeline goes on."""
+    log.exception("%s: %s[%d]@%d could not be applied; dead-lettered", consumer,
+                  record.topic, record.partition, record.offset)
+    return dead_letter(record, DecodeError("data", "handler_error",
+                                           f"{type(exc).__name__}: {exc}"[:1500]), consumer)
 
 
 @dataclass
@@ -308,8 +324,10 @@ class OutboxRelay:
     """Publishes a producer's unsent outbox rows in id order, then marks them sent.
 
     At-least-once: a crash between send and mark re-sends on the next flush, and
-    consumers drop the duplicate by event id. ``SKIP LOCKED`` keeps two
-    workers from sending the same rows at the same time.
+    consumers drop the duplicate by event id. One flush at a time per producer
+    (a transaction-scoped advisory lock on its name), across workers and within
+    one, so rows go out strictly in id order and one key's events never overtake
+    each other.
     """
 
     engine: AsyncEngine
@@ -341,12 +359,13 @@ class OutboxRelay:
         sent = 0
         while True:
             async with self.engine.begin() as conn:
+                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
+                                   {"p": f"outbox:{self.producer_name}"})
                 rows = (await conn.execute(
                     select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value)
                     .where(outbox.c.producer == self.producer_name,
                            outbox.c.published_at.is_(None))
                     .order_by(outbox.c.id).limit(self.batch_size)
-                    .with_for_update(skip_locked=True)
                 )).all()
                 if not rows:
                     self.published += sent
@@ -360,34 +379,61 @@ class OutboxRelay:
             sent += len(rows)
 
 
+class GapUnreadable(Exception):
+    """A range could not be read back in time; the batch is retried later."""
+
+
 @dataclass
 class KafkaRangeReader:
-    """Reads offset ranges with a group-less consumer (assign + seek): gap repair."""
+    """Reads offset ranges with a group-less consumer (assign + seek): gap repair.
+
+    Reads until its position reaches ``end``, or the partition's high-water mark
+    (nothing beyond it exists yet). Offsets inside the range that it passed
+    without a record do not exist (transaction markers, compaction). If neither
+    is reached within ``timeout_s``, it raises :class:`GapUnreadable` rather
+    than return part of the range: the checkpoint must never pass a record that
+    was not read.
+    """
 
     settings: Settings
-    poll_timeout_ms: int = 1000
+    poll_timeout_ms: int = 500
+    timeout_s: float = 30.0
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
         from pipeline.kafka import client_options
 
         consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,
-                                    enable_auto_commit=False)
+                                    enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()
         try:
             tp = TopicPartition(topic, partition)
             consumer.assign([tp])
             consumer.seek(tp, start)
             out: list[Record] = []
-            empty_polls = 0
-            while empty_polls < 2:
+            deadline = asyncio.get_running_loop().time() + self.timeout_s
+            while True:
+                position = await consumer.position(tp)
+                highwater = consumer.highwater(tp)
+                if position >= end or (highwater is not None and position >= highwater):
+                    return out
+                if asyncio.get_running_loop().time() > deadline:
+                    raise GapUnreadable(f"{topic}[{partition}] {start}..{end - 1}: read up to "
+                                        f"{position} in {self.timeout_s:.0f} s")
                 batch = await consumer.getmany(tp, timeout_ms=self.poll_timeout_ms,
                                                max_records=1000)
                 msgs: list[Any] = batch.get(tp, [])
-                empty_polls = 0 if msgs else empty_polls + 1
                 out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
                            for m in msgs if start <= m.offset < end)
-                if msgs and msgs[-1].offset >= end - 1:
-                    break
-            return out
         finally:
-            await consumer.stop()
+            await _stop_quietly(consumer)
+
+
+async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
+    """Stop a consumer. aiokafka can leak a CancelledError of its own coordinator
+    task when stopped right after start; only our own cancellation propagates."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise

@@ -107,8 +107,9 @@ def ranked(state: SkuState, excluded: frozenset[str] = frozenset()) -> list[Offe
     currency, since costs in different currencies are not comparable without
     rates), then lead time, then supplier id (a total, deterministic order).
     """
-    active = [o for o in state.offers.values() if o.active and o.supplier_id not in excluded]
-    comparable = len({o.currency for o in active}) <= 1
+    all_active = [o for o in state.offers.values() if o.active]
+    comparable = len({o.currency for o in all_active}) <= 1
+    active = [o for o in all_active if o.supplier_id not in excluded]
 
     def key(o: Offer) -> tuple[int, Decimal, int, str]:
         return (o.priority, o.unit_cost if comparable else Decimal(0), o.lead_time_days,
@@ -268,11 +269,16 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime) -> Decision:
 
     Without a supplier, backordered units go first, then reservations, newest
     first. Released units return to the budget they came from; the line asks
-    for that much less. Freed stock then serves backorders. Unknown lines: no-op.
+    for that much less. Releasing a supplier's units also excludes that supplier
+    for the line (it rejected, missed its SLA, or the units came back), so the
+    backorder retry that follows cannot hand them straight back. Freed stock then
+    serves backorders. Unknown lines: no-op.
     """
     line = state.lines.get((cmd.order_id, cmd.line_id))
     if line is None:
         return state, []
+    if cmd.supplier_id is not None:
+        line = replace(line, excluded=line.excluded | {cmd.supplier_id})
     budget = cmd.quantity if cmd.quantity is not None else line.requested
     fill = _Fill(state, now)
     dropped_backorder = 0

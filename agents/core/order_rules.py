@@ -135,11 +135,13 @@ def _apply_held(order: Order, policy: Policy) -> Result:
             if _applicable(order, held.message):
                 rest = tuple(h for h in order.held if h is not held)
                 order, more = _apply(replace(order, held=rest), held.message, held.time, policy)
-                out += more
+                out += [replace(o, held=held.message) if isinstance(o, Refused) else o
+                        for o in more]
                 progress = True
                 break
-    if not order.held and order.held_for_ops and order.reason and "waiting" in order.reason:
-        order = replace(order, held_for_ops=False, reason=None)
+    if not order.held and order.held_for_ops:  # only the hold timeout sets the flag
+        waiting = order.reason is not None and "waiting" in order.reason
+        order = replace(order, held_for_ops=False, reason=None if waiting else order.reason)
     return order, out
 
 
@@ -290,6 +292,10 @@ def _failover(order: Order, so: SupplierOrder, reason: str, now: datetime,
         if line.reroutes > policy.max_reroutes:
             line = replace(line, held=True)
             reason = f"line {line_id} held for ops after {line.reroutes} re-routes"
+            if line.backordered:  # nobody will be asked for this line again: drop its queue
+                out.append(ReleaseLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
+                                       quantity=line.backordered, reason=reason,
+                                       requested_at=now))
         else:
             out.append(AllocateLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
                                     quantity=units, ship_to_country=_country(order),

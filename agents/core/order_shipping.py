@@ -19,6 +19,7 @@ from agents.core.orders import (
     Return,
     Shipment,
     own_supplier_order,
+    shipment_key,
     with_line,
     with_supplier_order,
 )
@@ -33,7 +34,7 @@ def dispatched(order: Order, m: ShipmentDispatched) -> Result:
     so = own_supplier_order(order, m.supplier_order_id, m.supplier_id)
     if isinstance(so, Refused):
         return order, [so]
-    if m.shipment_id in order.shipments:
+    if shipment_key(m.supplier_id, m.shipment_id) in order.shipments:
         return order, []
     for item in m.lines:
         if item.line_id not in so.lines:
@@ -52,13 +53,14 @@ def dispatched(order: Order, m: ShipmentDispatched) -> Result:
     shipment = Shipment(m.shipment_id, m.supplier_id, {i.line_id: i.quantity for i in m.lines},
                         m.carrier, m.tracking_number)
     order = replace(with_supplier_order(order, so),
-                    shipments={**order.shipments, m.shipment_id: shipment})
+                    shipments={**order.shipments,
+                               shipment_key(m.supplier_id, m.shipment_id): shipment})
     return order, []
 
 
 def delivered(order: Order, m: ShipmentDelivered | DeliveryConfirmed, now: datetime) -> Result:
     if isinstance(m, ShipmentDelivered):
-        shipment = order.shipments.get(m.shipment_id)
+        shipment = order.shipments.get(shipment_key(m.supplier_id, m.shipment_id))
         if shipment is None or shipment.supplier_id != m.supplier_id:
             return order, [Refused(f"shipment {m.shipment_id} is not {m.supplier_id}'s")]
         targets = [shipment]
@@ -70,8 +72,9 @@ def delivered(order: Order, m: ShipmentDelivered | DeliveryConfirmed, now: datet
         for line_id, units in shipment.lines.items():
             line = order.lines[line_id]
             order = with_line(order, replace(line, delivered=line.delivered + units))
+        key = shipment_key(shipment.supplier_id, shipment.shipment_id)
         order = replace(order, shipments={**order.shipments,
-                                          shipment.shipment_id: replace(shipment, delivered=True)})
+                                          key: replace(shipment, delivered=True)})
     if order.delivered_at is None and all(ln.delivered >= ln.quantity
                                           for ln in order.lines.values()):
         order = replace(order, delivered_at=now)
@@ -96,10 +99,10 @@ def return_requested(order: Order, m: ReturnRequested, now: datetime, policy: Po
     by_supplier: dict[str, dict[str, int]] = {}
     for item in m.lines:
         left = item.quantity
-        for shipment in order.shipments.values():  # take from shipments, first shipped first
-            take = min(left, shipment.lines.get(item.line_id, 0))
+        for supplier, units in _returnable(order, item.line_id):  # first shipped first
+            take = min(left, units)
             if take:
-                part = by_supplier.setdefault(shipment.supplier_id, {})
+                part = by_supplier.setdefault(supplier, {})
                 part[item.line_id] = part.get(item.line_id, 0) + take
                 left -= take
         line = order.lines[item.line_id]
@@ -110,6 +113,21 @@ def return_requested(order: Order, m: ReturnRequested, now: datetime, policy: Po
         rma_id=m.rma_id, supplier_id=s, order_id=order.order_id,
         lines=tuple(LineQuantity(line_id=k, quantity=v) for k, v in sorted(part.items())),
         authorized_at=now) for s, part in sorted(by_supplier.items())]
+
+
+def _returnable(order: Order, line_id: str) -> list[tuple[str, int]]:
+    """Per supplier, in shipping order: units of the line it delivered and that no
+    earlier return has claimed yet."""
+    delivered: dict[str, int] = {}
+    for shipment in order.shipments.values():
+        if shipment.delivered and shipment.lines.get(line_id):
+            delivered[shipment.supplier_id] = (delivered.get(shipment.supplier_id, 0)
+                                               + shipment.lines[line_id])
+    for rma in order.returns.values():
+        for supplier, part in rma.by_supplier.items():
+            if supplier in delivered:
+                delivered[supplier] -= part.get(line_id, 0)
+    return [(s, n) for s, n in delivered.items() if n > 0]
 
 
 def return_received(order: Order, m: ReturnReceived, now: datetime) -> Result:

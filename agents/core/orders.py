@@ -16,7 +16,13 @@ from decimal import Decimal
 from typing import Literal
 
 from events.base import Message
-from events.fulfillment import LineStatus, OrderStatus, OrderStatusChanged
+from events.fulfillment import (
+    MAX_SUPPLIERS,
+    MAX_TRACKING_NUMBERS,
+    LineStatus,
+    OrderStatus,
+    OrderStatusChanged,
+)
 from events.types import Address
 
 SupplierOrderState = Literal["requested", "accepted", "dispatched", "cancelled"]
@@ -144,7 +150,7 @@ class Order:
 def status_of(order: Order) -> OrderStatus:
     """The status shops see, derived from the state (first rule that applies wins)."""
     lines = order.lines.values()
-    open_returns = [r for r in order.returns.values() if not r.refunded]
+    open_returns = [r for r in order.returns.values() if r.received != set(r.by_supplier)]
     if order.cancelled:
         return "cancelled"
     if order.returns:
@@ -177,24 +183,36 @@ def status_event(order: Order, now: datetime) -> OrderStatusChanged:
             LineStatus(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity,
                        allocated=sum(ln.reserved.values()), backordered=ln.backordered,
                        shipped=ln.shipped, delivered=ln.delivered, returned=ln.returned,
-                       suppliers=tuple(sorted(s for s, q in ln.reserved.items() if q)),
+                       suppliers=tuple(sorted(s for s, q in ln.reserved.items() if q))[
+                           :MAX_SUPPLIERS],
                        reroutes=ln.reroutes, held_for_ops=ln.held)
             for ln in order.lines.values()),
-        suppliers=tuple(sorted({so.supplier_id for so in live})),
-        tracking_numbers=tuple(s.tracking_number for s in order.shipments.values()),
+        suppliers=tuple(sorted({so.supplier_id for so in live}))[:MAX_SUPPLIERS],
+        tracking_numbers=tuple(  # the latest ones, if there are ever more than fit
+            s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:],
         changed_at=now,
     )
 
 
 @dataclass(frozen=True)
 class Refused:
-    """The consumed event is not acceptable; the agent dead-letters it with ``reason``."""
+    """An event is not acceptable; the agent dead-letters it with ``reason``.
+
+    ``held`` is set when the refused event is one that was held and has just been
+    released by the consumed event (the dead letter then carries the held one).
+    """
 
     reason: str
+    held: Message | None = None
 
 
 Output = Message | Refused
 Result = tuple[Order, list[Output]]
+
+
+def shipment_key(supplier_id: str, shipment_id: str) -> str:
+    """Shipments are known by supplier and id: two suppliers may reuse an id."""
+    return f"{supplier_id}/{shipment_id}"
 
 
 def with_line(order: Order, line: Line) -> Order:

@@ -267,3 +267,20 @@ async def test_a_failed_last_batch_is_recovered_by_the_tail_check(
     assert await tail.run(consumer) == 1  # no progress since: read back and applied
     assert (await agent.state()).lines[("o1", "1")].allocated == 2
     assert await tail.run(consumer) == 0  # caught up
+
+
+async def test_the_range_reader_reads_whole_ranges_or_refuses(agent: Harness) -> None:
+    from pipeline.transactional import GapUnreadable
+
+    records = await agent.publish([agent.event(f.alloc(f"o{i}", 1)) for i in range(6)])
+    topic, partition = records[0].topic, records[0].partition
+    first, last = records[0].offset, records[-1].offset
+    reader = KafkaRangeReader(agent.settings, poll_timeout_ms=100)
+    got = await reader.read(topic, partition, first + 1, last)
+    assert [r.offset for r in got] == list(range(first + 1, last))
+    assert [r.value for r in got] == [r.value for r in records[1:-1]]
+    beyond = await reader.read(topic, partition, last, last + 1000)  # stops at the log end
+    assert [r.offset for r in beyond] == [last]
+    with pytest.raises(GapUnreadable):  # cannot finish in time: refuse, never a partial range
+        await KafkaRangeReader(agent.settings, timeout_s=0).read(topic, partition, first,
+                                                                 last + 1)

@@ -145,3 +145,15 @@ def test_decisions_carry_the_lines_backorder_after_them() -> None:
         ("LineAllocated", 3), ("LineBackordered", 3)]
     _, later = run(stock("a", 2, minute=1), state=state)
     assert [e.backordered_after for e in later if isinstance(e, LineAllocated)] == [1]
+
+
+def test_a_released_supplier_does_not_take_back_the_lines_backorder() -> None:
+    """Failover: a rejected 2 of a line with 3 backordered; the retry inside the
+    release must not give a's freed units straight back to the same line."""
+    state, _ = run(offer("a", priority=1), offer("b", priority=2), stock("a", 2),
+                   stock("b", 0), alloc("o1", 5))
+    state, events = run(rel("o1", supplier="a"), state=state)
+    assert allocations(events) == []
+    assert "a" in state.lines[("o1", "1")].excluded
+    _, later = run(stock("b", 100, minute=1), alloc("o1", 2, excluded=("a",)), state=state)
+    assert allocations(later) == [("b", 3), ("b", 2)]  # the backorder, then the re-request

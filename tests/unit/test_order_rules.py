@@ -278,3 +278,75 @@ def test_released_units_leave_the_line() -> None:
     flow = Flow().do(placed(), allocated("sa", 2), released("sa", 2))
     assert flow.order.lines["1"].reserved == {"sa": 0}
     assert flow.status == "placed"
+
+
+def test_a_held_line_gives_up_its_backorder() -> None:
+    flow = Flow().do(placed(("1", "SKU-1", 3, "10.00")), allocated("s0", 1, after=2), paid("30.00"))
+    for n in range(1, 4):
+        flow.do(rejected(flow.so_of(f"s{n - 1}"), f"s{n - 1}"), released(f"s{n - 1}", 1))
+        if n < 3:
+            flow.do(allocated(f"s{n}", 1, after=2))
+    assert flow.order.lines["1"].held
+    assert (None, 2) in [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine)]
+
+
+def test_a_held_event_refused_later_is_named_in_the_refusal() -> None:
+    from agents.core.orders import Refused
+
+    flow = Flow().do(accepted("so-x", "sa"), delivered("shp-x", "sa"))  # both held
+    flow.do(placed())
+    refusals = [o for o in flow.last if isinstance(o, Refused)]
+    assert [type(r.held).__name__ for r in refusals] == ["SupplierOrderAccepted",
+                                                         "ShipmentDelivered"]
+
+
+def test_status_events_stay_valid_with_many_suppliers_and_parcels() -> None:
+    flow = Flow().do(placed(("1", "SKU-1", 60, "1.00")))
+    for n in range(21):
+        flow.do(allocated(f"s{n:02}", 1, after=39 - n))
+    flow.do(allocated("s99", 39), paid("60.00"))
+    so = flow.so_of("s99")
+    for n in range(39):
+        flow.do(dispatched(so, "s99", shipment=f"p{n}", qty=1, tracking=f"T{n}"))
+    for n in range(21):
+        flow.do(dispatched(flow.so_of(f"s{n:02}"), f"s{n:02}", shipment=f"q{n}", qty=1,
+                           tracking=f"U{n}"))
+    last = any_of(flow.sent(OrderStatusChanged))
+    assert last.status == "dispatched"
+    assert len(last.lines[0].suppliers) == 22
+    assert len(last.tracking_numbers) == 60
+
+
+def _split_delivered() -> Flow:
+    flow = Flow().do(placed(), allocated("sa", 1), allocated("sb", 1), paid())
+    flow.do(dispatched(flow.so_of("sa"), "sa", shipment="SHP-1", qty=1, tracking="TA"),
+            dispatched(flow.so_of("sb"), "sb", shipment="SHP-1", qty=1, tracking="TB"),
+            delivered("SHP-1", "sa"), delivered("SHP-1", "sb"), minute=5)
+    return flow
+
+
+def test_two_suppliers_may_use_the_same_shipment_id() -> None:
+    flow = _split_delivered()
+    assert flow.status == "delivered"
+    assert flow.order.lines["1"].shipped == 2
+    assert any_of(flow.sent(OrderStatusChanged)).tracking_numbers == ("TA", "TB")
+
+
+def test_a_second_return_goes_to_the_supplier_not_yet_claimed() -> None:
+    flow = _split_delivered().do(return_requested("r1", qty=1), return_requested("r2", qty=1))
+    assert [a.supplier_id for a in flow.sent(ReturnAuthorized)] == ["sa", "sb"]
+
+
+def test_a_return_is_refunded_only_when_every_part_is_received() -> None:
+    flow = _split_delivered().do(return_requested("r1", qty=2), return_received("r1", "sa"))
+    assert flow.status == "return_requested"
+    flow.do(return_received("r1", "sb"))
+    assert flow.status == "refunded"
+
+
+def test_held_for_ops_clears_when_the_late_predecessor_arrives() -> None:
+    flow = Flow().do(paid()).tick(31)
+    assert flow.order.held_for_ops
+    flow.do(placed(), allocated("sa", 2), minute=32)
+    assert not flow.order.held_for_ops
+    assert flow.status == "sent_to_supplier"

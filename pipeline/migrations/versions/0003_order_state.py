@@ -22,7 +22,8 @@ def upgrade() -> None:
         "order_state",
         sa.Column("order_id", sa.Text(), primary_key=True),
         sa.Column("partition", sa.Integer(), nullable=False),
-        sa.Column("state", postgresql.JSONB(), nullable=False),
+        # json keeps key order (lines, shipments in shipping order); jsonb does not
+        sa.Column("state", postgresql.JSON(), nullable=False),
         sa.Column("next_deadline", sa.DateTime(timezone=True), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False,
                   server_default=sa.func.now()),
