@@ -33,6 +33,7 @@ from pipeline.settings import Settings
 from pipeline.transactional import (
     Incoming,
     OutboxRelay,
+    Processor,
     dead_letter,
     derive,
     failed,
@@ -202,8 +203,31 @@ class _DeadlineCause:
     source: str = "dropship/clock"
 
 
-def register_deadlines(app: Any, runner: DeadlineRunner, every_s: float) -> None:
-    """A Faust timer firing due deadlines for this worker's partitions of ``shop.orders``."""
+async def caught_up(processor: Processor, consumer: Any, partitions: set[int]) -> set[int]:
+    """The partitions whose every input topic is applied up to its high-water mark.
+
+    A deadline must not beat an event already waiting in Kafka (a payment sent a
+    minute before the window closed, read late because the worker lags). Where the
+    high-water mark is unknown yet, the partition waits too.
+    """
+    from faust.types import TP
+
+    wanted = [(topic, p) for p in partitions for topic in TOPICS]
+    done = await processor._checkpoints(wanted)
+    ready = set(partitions)
+    for topic, p in wanted:
+        try:
+            highwater = consumer.highwater(TP(topic, p))
+        except Exception:
+            highwater = None
+        if highwater is None or done[(topic, p)] < highwater - 1:
+            ready.discard(p)
+    return ready
+
+
+def register_deadlines(app: Any, runner: DeadlineRunner, processor: Processor,
+                       every_s: float) -> None:
+    """A Faust timer firing due deadlines for this worker's caught-up partitions."""
     import logging
 
     log = logging.getLogger(__name__)
@@ -211,7 +235,7 @@ def register_deadlines(app: Any, runner: DeadlineRunner, every_s: float) -> None
     async def fire_deadlines() -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == SHOP_ORDERS}
         try:
-            await runner.run(owned)
+            await runner.run(await caught_up(processor, app.consumer, owned))
         except Exception:
             log.exception("orders: firing deadlines failed; retried at the next tick")
 

@@ -31,20 +31,20 @@ def build(settings: Settings) -> faust.App:
     reader = KafkaRangeReader(settings)
     policy = orders.policy_of(settings)
     order_relay = OutboxRelay(engine, orders.CONSUMER, settings)
+    order_processor = Processor(engine, orders.OrderHandler(policy), reader, order_relay)
     agents = [
         ("archive", archive.TOPICS, Processor(engine, ArchiveHandler(), reader)),
         ("allocation", allocation.TOPICS,
          Processor(engine, AllocationHandler(), reader,
                    OutboxRelay(engine, allocation.CONSUMER, settings))),
-        ("orders", orders.TOPICS,
-         Processor(engine, orders.OrderHandler(policy), reader, order_relay)),
+        ("orders", orders.TOPICS, order_processor),
     ]
     for name, topics, processor in agents:
         runner.register(app, raw_topic(app, *topics), processor, name, topics,
                         batch_size=settings.agent_batch_size,
                         within_s=settings.agent_batch_within_s)
     deadlines = orders.DeadlineRunner(engine, policy, order_relay, lambda: clock.now(settings))
-    orders.register_deadlines(app, deadlines, settings.deadline_check_s)
+    orders.register_deadlines(app, deadlines, order_processor, settings.deadline_check_s)
     return app
 
 
