@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -51,17 +50,12 @@ def envelope_fields(value: bytes) -> tuple[str | None, str | None, str | None]:
     return text("id"), text("type"), text("subject")
 
 
-def to_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes,
-              timestamp_s: float | None) -> LoggedRecord:
-    event_id, event_type, subject = envelope_fields(value)
-    ts = datetime.fromtimestamp(timestamp_s, UTC) if timestamp_s else None
-    return LoggedRecord(topic, partition, offset, key, value, ts, event_id, event_type, subject)
-
-
 def logged(record: Record) -> LoggedRecord:
-    """A Kafka record as an ``event_log`` row."""
-    return to_record(record.topic, record.partition, record.offset, record.key, record.value,
-                     record.timestamp_ms / 1000 if record.timestamp_ms else None)
+    """A Kafka record as an ``event_log`` row (no timestamp if Kafka gave none)."""
+    event_id, event_type, subject = envelope_fields(record.value)
+    return LoggedRecord(record.topic, record.partition, record.offset, record.key, record.value,
+                        record.time if record.timestamp_ms else None,
+                        event_id, event_type, subject)
 
 
 class ArchiveHandler:

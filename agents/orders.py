@@ -12,6 +12,7 @@ transaction) for the partitions this worker owns.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -24,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agents.core import order_rules
 from agents.core.orders import Held, Order, Output, Policy, Refused
+from agents.runner import highwater_of
 from events.base import Message
 from events.codec import DecodeError
 from events.envelope import MESSAGE_TYPES, CloudEvent
@@ -39,6 +41,8 @@ from pipeline.transactional import (
     failed,
     write_outbox,
 )
+
+log = logging.getLogger(__name__)
 
 CONSUMER = "orders"
 TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, DECISIONS)
@@ -210,16 +214,11 @@ async def caught_up(processor: Processor, consumer: Any, partitions: set[int]) -
     minute before the window closed, read late because the worker lags). Where the
     high-water mark is unknown yet, the partition waits too.
     """
-    from faust.types import TP
-
     wanted = [(topic, p) for p in partitions for topic in TOPICS]
-    done = await processor._checkpoints(wanted)
+    done = await processor.checkpoints(wanted)
     ready = set(partitions)
     for topic, p in wanted:
-        try:
-            highwater = consumer.highwater(TP(topic, p))
-        except Exception:
-            highwater = None
+        highwater = highwater_of(consumer, (topic, p))
         if highwater is None or done[(topic, p)] < highwater - 1:
             ready.discard(p)
     return ready
@@ -228,9 +227,6 @@ async def caught_up(processor: Processor, consumer: Any, partitions: set[int]) -
 def register_deadlines(app: Any, runner: DeadlineRunner, processor: Processor,
                        every_s: float) -> None:
     """A Faust timer firing due deadlines for this worker's caught-up partitions."""
-    import logging
-
-    log = logging.getLogger(__name__)
 
     async def fire_deadlines() -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == SHOP_ORDERS}

@@ -18,6 +18,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+from faust.types import TP
+
 from pipeline.checkpoints import CheckpointConflict
 from pipeline.transactional import Processor, Record
 
@@ -65,10 +67,10 @@ class TailCheck:
                  if tp.topic in self.topics]
         if not owned:
             return 0
-        done = await self.processor._checkpoints(owned)
+        done = await self.processor.checkpoints(owned)
         caught_up = 0
         for tp in owned:
-            highwater = _highwater(consumer, tp)
+            highwater = highwater_of(consumer, tp)
             lagging = highwater is not None and highwater - 1 > done[tp]
             stuck = lagging and self._last.get(tp) == done[tp]
             self._last[tp] = done[tp]
@@ -82,9 +84,8 @@ class TailCheck:
         return caught_up
 
 
-def _highwater(consumer: Any, tp: tuple[str, int]) -> int | None:
-    from faust.types import TP
-
+def highwater_of(consumer: Any, tp: tuple[str, int]) -> int | None:
+    """The fetch high-water mark of ``tp`` on a Faust consumer; None while unknown."""
     try:
         value = consumer.highwater(TP(tp[0], tp[1]))
     except Exception:

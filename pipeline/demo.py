@@ -21,10 +21,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -102,7 +102,7 @@ class Script:
                                     .where(order_state.c.order_id == self.order_id))
         return load_order(doc) if doc is not None else None
 
-    async def until(self, what: str, check: Any, timeout_s: float) -> Order:
+    async def until(self, what: str, check: Callable[[Order], bool], timeout_s: float) -> Order:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             order = await self.order()

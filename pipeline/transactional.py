@@ -44,6 +44,7 @@ from events.deadletter import DeadLetter
 from events.envelope import CloudEvent, wrap
 from events.ids import derived_id
 from pipeline.checkpoints import CheckpointConflict, advance_checkpoint
+from pipeline.kafka import client_options, create_producer
 from pipeline.schema import checkpoints, outbox, processed_events
 from pipeline.settings import Settings
 
@@ -216,7 +217,7 @@ class Processor:
         by_tp: dict[TP, dict[int, Record]] = defaultdict(dict)
         for rec in records:
             by_tp[(rec.topic, rec.partition)][rec.offset] = rec
-        done = await retrying(self.handler.consumer, lambda: self._checkpoints(list(by_tp)),
+        done = await retrying(self.handler.consumer, lambda: self.checkpoints(list(by_tp)),
                               self.stats)
         fresh: list[Record] = []
         for tp, recs in sorted(by_tp.items()):
@@ -226,7 +227,8 @@ class Processor:
         if self.relay is not None:
             await retrying(self.handler.consumer, self.relay.flush, self.stats)
 
-    async def _checkpoints(self, tps: list[TP]) -> dict[TP, int]:
+    async def checkpoints(self, tps: list[TP]) -> dict[TP, int]:
+        """This handler's checkpoint of each (topic, partition); -1 where none."""
         found = {tp: -1 for tp in tps}
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(
@@ -341,8 +343,6 @@ class OutboxRelay:
     async def _started(self) -> AIOKafkaProducer:
         async with self._lock:  # the batch path and the deadline timer share a relay
             if self._producer is None:
-                from pipeline.kafka import create_producer
-
                 producer = create_producer(self.settings)
                 await producer.start()
                 self._producer = producer
@@ -400,8 +400,6 @@ class KafkaRangeReader:
     timeout_s: float = 30.0
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        from pipeline.kafka import client_options
-
         consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest")
         await consumer.start()

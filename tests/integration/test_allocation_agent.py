@@ -175,7 +175,7 @@ async def test_skipped_offsets_are_read_back_and_applied(agent: Harness) -> None
 async def test_a_zombie_batch_writes_nothing(agent: Harness) -> None:
     await agent.run(f.offer("a"), f.stock("a", 10))
     records = await agent.publish([agent.event(f.alloc("o1", 2))])
-    real = agent.processor._checkpoints
+    real = agent.processor.checkpoints
 
     async def stale(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         found = await real(tps)
@@ -185,7 +185,7 @@ async def test_a_zombie_batch_writes_nothing(agent: Harness) -> None:
         tp = (records[0].topic, records[0].partition)
         done = await load_checkpoint(conn, agent.consumer, *tp)
         await advance_checkpoint(conn, agent.consumer, *tp, done, records[0].offset)
-    agent.processor._checkpoints = stale  # type: ignore[method-assign]
+    agent.processor.checkpoints = stale  # type: ignore[method-assign]
     with pytest.raises(CheckpointConflict):
         await agent.processor.process(records)
     assert (await agent.state()).stock["a"].used == 0  # the zombie's allocation rolled back

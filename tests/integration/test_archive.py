@@ -72,12 +72,12 @@ async def test_zombie_batch_rolls_back_whole(engine: AsyncEngine) -> None:
     """If a checkpoint moved after the zombie read it, none of its batch is written."""
     archiver, topic, consumer = _archiver(engine)
     await archiver.process(_records(topic, 0, range(0, 5)))
-    real = archiver._checkpoints
+    real = archiver.checkpoints
 
     async def stale(tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         return {tp: (-1 if tp[1] == 0 else v) for tp, v in (await real(tps)).items()}
 
-    archiver._checkpoints = stale  # type: ignore[method-assign]
+    archiver.checkpoints = stale  # type: ignore[method-assign]
     with pytest.raises(CheckpointConflict):
         # -1 for partition 0 makes 0..4 look fresh: a gap-free batch of 0..7
         await archiver.process(_records(topic, 1, range(0, 4)) + _records(topic, 0, range(0, 8)))

@@ -7,7 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.archive import envelope_fields, to_record
+from agents.archive import envelope_fields, logged
+from pipeline.transactional import Record
 
 
 def test_reads_cloudevents_fields() -> None:
@@ -23,7 +24,7 @@ def test_missing_or_wrongly_typed_fields_are_none() -> None:
 
 @given(st.binary(max_size=512))
 def test_any_bytes_make_a_record(value: bytes) -> None:
-    rec = to_record("shop.orders", 1, 7, b"k", value, 1_700_000_000.0)
+    rec = logged(Record("shop.orders", 1, 7, b"k", value, 1_700_000_000_000))
     assert rec.value == value
     assert rec.offset == 7
     assert rec.timestamp is not None
