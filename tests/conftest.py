@@ -8,7 +8,6 @@ ports, and stopped at the end; a run never touches a developer's own
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -20,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.db import create_engine
 from pipeline.devstack import Stack, down, up
 from pipeline.settings import Settings
-from tests.helpers import make_state_dir
+from tests.helpers import clean_env, make_state_dir
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +76,7 @@ def cli_env(stack: Stack, run_id: str) -> Callable[..., dict[str, str]]:
     """Factory: an environment for a ``dropship`` subprocess pointed at the test stack."""
 
     def make(**extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
-        env.update(stack.env())
-        env["DROPSHIP_APP_ID"] = f"test-{run_id}-{uuid.uuid4().hex[:6]}"
-        env.update(extra)
-        return env
+        return clean_env(**stack.env(), DROPSHIP_APP_ID=f"test-{run_id}-{uuid.uuid4().hex[:6]}",
+                         **extra)
 
     return make

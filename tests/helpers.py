@@ -20,6 +20,21 @@ def make_state_dir(prefix: str = "dropship-test-") -> Path:
     return path
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``DROPSHIP_`` setting, plus ``extra``:
+    a developer's own settings never leak into a tested command."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+    env.update(extra)
+    return env
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``dropship worker`` as a user would, its output going to ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
             cwd: Path | None = None, stdin: str | None = None,
             ) -> subprocess.CompletedProcess[str]:
@@ -29,7 +44,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.
     ``.dropship/dev.env`` is never read.
     """
     if env is None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
+        env = clean_env()
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd or tempfile.gettempdir(),
         capture_output=True, text=True, timeout=timeout, check=False, input=stdin,

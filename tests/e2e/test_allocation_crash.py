@@ -15,7 +15,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -37,6 +36,7 @@ from pipeline.kafka import create_producer, ensure_topics
 from pipeline.schema import allocation_state, outbox
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader, derive
+from tests.helpers import start_worker
 from tests.unit import allocation_factories as f
 
 pytestmark = pytest.mark.e2e
@@ -106,12 +106,8 @@ class Worker:
 
     def start(self) -> None:
         self.starts += 1
-        log = (self.log_dir / f"worker-{self.starts}.log").open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
-            env={**self.env, "DROPSHIP_WEB_PORT": str(free_port())},
-            stdout=log, stderr=subprocess.STDOUT,
-        )
+        self.proc = start_worker({**self.env, "DROPSHIP_WEB_PORT": str(free_port())},
+                                 self.log_dir / f"worker-{self.starts}.log")
 
     def kill(self) -> None:
         assert self.proc is not None

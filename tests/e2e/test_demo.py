@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 
 import pytest
 
 from pipeline.devstack.processes import accepts_connections, free_port, start_ticks
-from tests.helpers import make_state_dir, run_cli
+from tests.helpers import clean_env, make_state_dir, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -17,9 +16,8 @@ pytestmark = pytest.mark.e2e
 def test_demo_runs_end_to_end_and_stops_what_it_started() -> None:
     state_dir = make_state_dir("dropship-demo-")
     kafka_port, pg_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
-    env.update(DROPSHIP_STATE_DIR=str(state_dir), DROPSHIP_DEV_KAFKA_PORT=str(kafka_port),
-               DROPSHIP_DEV_PG_PORT=str(pg_port))
+    env = clean_env(DROPSHIP_STATE_DIR=str(state_dir), DROPSHIP_DEV_KAFKA_PORT=str(kafka_port),
+                    DROPSHIP_DEV_PG_PORT=str(pg_port))
     try:
         result = run_cli("demo", env=env, timeout=300)
         assert result.returncode == 0, result.stdout + result.stderr

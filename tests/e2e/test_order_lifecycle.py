@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -33,14 +31,9 @@ from pipeline.devstack.processes import free_port
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from tests.e2e.order_market import Market, Tap
+from tests.helpers import start_worker
 
 pytestmark = pytest.mark.e2e
-
-
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
 
 
 @pytest_asyncio.fixture(scope="module")

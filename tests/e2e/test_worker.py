@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +21,7 @@ from pipeline.devstack.processes import free_port
 from pipeline.kafka import create_producer
 from pipeline.schema import event_log
 from pipeline.settings import Settings
-from tests.helpers import order_event
+from tests.helpers import order_event, start_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +34,7 @@ def worker(
     """A `dropship worker` process with default web settings but a free port."""
     web_port = free_port()
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
-            env=cli_env(DROPSHIP_WEB_PORT=str(web_port)), stdout=log, stderr=subprocess.STDOUT,
-        )
+    proc = start_worker(cli_env(DROPSHIP_WEB_PORT=str(web_port)), log_path)
     try:
         yield proc, web_port
     finally:

@@ -74,8 +74,9 @@ class Harness:
                 tp = (rec.topic, rec.partition)
                 if tp not in self.started:
                     self.started.add(tp)
-                    await advance_checkpoint(conn, self.consumer, rec.topic, rec.partition,
-                                             -1, rec.offset - 1) if rec.offset > 0 else None
+                    if rec.offset > 0:
+                        await advance_checkpoint(conn, self.consumer, rec.topic, rec.partition,
+                                                 -1, rec.offset - 1)
 
     async def run(self, *payloads: Any) -> list[Any]:
         """Publish and process; return the decisions this batch caused (payloads)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.devstack.processes import Proc, StackError, accepts_connections, free_port
-from tests.helpers import make_state_dir, run_cli
+from tests.helpers import clean_env, make_state_dir, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +29,7 @@ def state_dir() -> Iterator[Path]:
 
 
 def _env(state_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
-    env["DROPSHIP_STATE_DIR"] = str(state_dir)
-    env.update(extra)
-    return env
+    return clean_env(DROPSHIP_STATE_DIR=str(state_dir), **extra)
 
 
 def _recorded(state_dir: Path) -> tuple[Proc, Proc]:

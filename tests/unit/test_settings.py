@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.settings import Settings, SettingsError, load_settings
-from tests.helpers import run_cli
+from tests.helpers import clean_env, run_cli
 
 
 @pytest.fixture(autouse=True)
@@ -103,10 +103,7 @@ def test_settings_are_immutable() -> None:
 
 
 def test_cli_reports_an_invalid_setting_in_one_line_without_traceback(tmp_path: Path) -> None:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
-    env["DROPSHIP_KAFKA_TOPIC_PARTITIONS"] = "lots"
+    env = clean_env(DROPSHIP_KAFKA_TOPIC_PARTITIONS="lots")
     result = run_cli("settings", env=env, cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
@@ -116,11 +113,8 @@ def test_cli_reports_an_invalid_setting_in_one_line_without_traceback(tmp_path: 
 
 
 def test_cli_masks_secrets(tmp_path: Path) -> None:
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DROPSHIP_")}
-    env.update(DROPSHIP_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
-               DROPSHIP_KAFKA_SASL_USERNAME="svc", DROPSHIP_KAFKA_SASL_PASSWORD="s3cr3t-value")
+    env = clean_env(DROPSHIP_KAFKA_SECURITY_PROTOCOL="SASL_PLAINTEXT",
+                    DROPSHIP_KAFKA_SASL_USERNAME="svc", DROPSHIP_KAFKA_SASL_PASSWORD="s3cr3t-value")
     result = run_cli("settings", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "DROPSHIP_KAFKA_SASL_PASSWORD=***" in result.stdout
