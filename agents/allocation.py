@@ -51,6 +51,7 @@ def dump_state(state: core.SkuState) -> dict[str, Any]:
             for _, ln in sorted(state.lines.items())
         ],
         "next_arrival": state.next_arrival,
+        "version": state.version,
     }
 
 
@@ -71,7 +72,7 @@ def load_state(sku: str, doc: dict[str, Any]) -> core.SkuState:
             ln["backordered"], frozenset(ln["excluded"]))
         for ln in doc["lines"]
     }
-    return core.SkuState(sku, offers, stock, lines, doc["next_arrival"])
+    return core.SkuState(sku, offers, stock, lines, doc["next_arrival"], doc.get("version", 0))
 
 
 async def lock_states(conn: AsyncConnection, skus: set[str]) -> dict[str, core.SkuState]:

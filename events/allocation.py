@@ -109,7 +109,11 @@ class LineReleased(_Decision):
 
 class SupplierStockChanged(Event):
     """A (supplier, sku) stock budget after a change: what the supplier last reported,
-    what is reserved against that report, and what remains."""
+    what is reserved against that report, and what remains.
+
+    ``version`` counts the sku's changes (1, 2, ...; shared by its suppliers): a
+    consumer keeps the highest it has seen per (supplier, sku).
+    """
 
     TYPE: ClassVar[str] = "dropship.stock.changed.v1"
     TOPIC: ClassVar[str] = STOCK
@@ -118,6 +122,7 @@ class SupplierStockChanged(Event):
 
     supplier_id: Id
     sku: Id
+    version: Annotated[int, Field(ge=1)]
     reported_available: Annotated[int, Field(ge=0)]
     reserved: Annotated[int, Field(ge=0)]
     remaining: Annotated[int, Field(ge=0)]

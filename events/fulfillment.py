@@ -20,6 +20,13 @@ OrderStatus = Literal[
 ]
 
 
+#: Why a supplier order was cancelled. The first three are failovers: the
+#: order agent takes the units away from the supplier and routes them elsewhere.
+CancelCause = Literal["rejected", "acknowledge_sla_missed", "dispatch_sla_missed",
+                      "order_cancelled"]
+FAILOVER_CAUSES: tuple[CancelCause, ...] = (
+    "rejected", "acknowledge_sla_missed", "dispatch_sla_missed")
+
 #: Bounds of the lists in a status event; producers keep the most relevant entries.
 MAX_SUPPLIERS = 100
 MAX_TRACKING_NUMBERS = 200
@@ -62,6 +69,7 @@ class SupplierOrderCancelled(_SupplierOrderEvent):
     supplier_id: Id
     order_id: Id
     reason: Text
+    cause: CancelCause = "order_cancelled"
     cancelled_at: Timestamp
 
 
@@ -83,6 +91,13 @@ class _StatusEvent(Event):
     SUBJECT: ClassVar[str] = "order_id"
 
 
+class SupplierUnits(Value):
+    """Units of a line reserved at one supplier."""
+
+    supplier_id: Id
+    quantity: Quantity
+
+
 class LineStatus(Value):
     """Where the units of one order line are."""
 
@@ -95,18 +110,24 @@ class LineStatus(Value):
     delivered: Annotated[int, Field(ge=0)] = 0
     returned: Annotated[int, Field(ge=0)] = 0
     suppliers: Annotated[tuple[Id, ...], Field(max_length=MAX_SUPPLIERS)] = ()
+    allocations: Annotated[tuple[SupplierUnits, ...], Field(max_length=MAX_SUPPLIERS)] = ()
     reroutes: Annotated[int, Field(ge=0)] = 0
     held_for_ops: bool = False
 
 
 class OrderStatusChanged(_StatusEvent):
     """An order moved to a new status, or its lines changed (what shops and the
-    projections follow)."""
+    projections follow): a full snapshot of the order.
+
+    ``version`` counts the order's snapshots (1, 2, ...): a consumer keeps the
+    highest it has seen, so a late or re-sent snapshot never overwrites a newer one.
+    """
 
     TYPE: ClassVar[str] = "dropship.order.status_changed.v1"
 
     order_id: Id
     shop_id: Id
+    version: Annotated[int, Field(ge=1)]
     status: OrderStatus
     previous_status: OrderStatus | None = None
     reason: Text | None = None
@@ -114,6 +135,9 @@ class OrderStatusChanged(_StatusEvent):
     suppliers: Annotated[tuple[Id, ...], Field(max_length=MAX_SUPPLIERS)] = ()
     tracking_numbers: Annotated[tuple[TrackingNumber, ...],
                                 Field(max_length=MAX_TRACKING_NUMBERS)] = ()
+    total: Money | None = None
+    placed_at: Timestamp | None = None
+    paid_at: Timestamp | None = None
     changed_at: Timestamp
 
 

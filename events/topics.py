@@ -37,11 +37,11 @@ INPUT_TOPICS: Final[tuple[str, ...]] = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_C
 #: the source of the AsyncAPI document's channels.
 TOPIC_DOCS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
     SHOP_ORDERS: ("Orders, payments, cancellations, returns and delivery confirmations "
-                  "from shops.", ("shops",), ("order agent", "archive agent")),
+                  "from shops.", ("shops",), ("order agent", "projector")),
     SUPPLIER_EVENTS: ("Acceptances, rejections, shipments, deliveries and returns from "
-                      "suppliers.", ("suppliers",), ("order agent", "archive agent")),
+                      "suppliers.", ("suppliers",), ("order agent", "projector")),
     SUPPLIER_CATALOG: ("Suppliers' offers and stock levels.", ("suppliers",),
-                       ("allocation agent", "projector", "archive agent")),
+                       ("allocation agent", "projector")),
     ALLOCATION: ("Commands to reserve or release stock for order lines.", ("order agent",),
                  ("allocation agent",)),
     DECISIONS: ("Allocation decisions per order line.", ("allocation agent",),

@@ -123,13 +123,21 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
 def worker(
     web_bind: Annotated[str | None, typer.Option(help="[env DROPSHIP_WEB_BIND]")] = None,
     web_port: Annotated[int | None, typer.Option(help="[env DROPSHIP_WEB_PORT]")] = None,
+    agents: Annotated[str, typer.Option(
+        help="Comma-separated agents to run: projector, allocation, orders")] = "all",
 ) -> None:
-    """Run a pipeline worker (all agents) until stopped with SIGTERM or Ctrl-C."""
+    """Run a pipeline worker until stopped with SIGTERM or Ctrl-C."""
     from pipeline import worker as worker_module
 
+    only = worker_module.AGENTS if agents == "all" else tuple(
+        a.strip() for a in agents.split(",") if a.strip())
+    unknown = sorted(set(only) - set(worker_module.AGENTS))
+    if unknown or not only:
+        fail(f"--agents: unknown agent(s) {', '.join(unknown) or '(none given)'}; "
+             f"choose from {', '.join(worker_module.AGENTS)}")
     s = _settings(web_bind=web_bind, web_port=web_port)
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker reads argv; keep ours out of it
-    worker_module.run(s)
+    worker_module.run(s, only)
 
 
 @app.command("topics")

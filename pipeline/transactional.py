@@ -92,8 +92,8 @@ class Handler(Protocol):
 
 @runtime_checkable
 class RawHandler(Protocol):
-    """A handler that takes every record as it is (no decoding, no dedup, no dead
-    letters): the archive."""
+    """A handler that takes every record as it is and decodes, deduplicates and
+    dead-letters by itself: the projector."""
 
     consumer: str
 
@@ -179,7 +179,8 @@ class Stats:
 TRANSIENT = (OperationalError, InterfaceError, ConnectionError, OSError)
 
 
-def _transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
+    """A database error worth retrying (connection lost, server restarting)."""
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     return isinstance(exc, TRANSIENT)
@@ -193,7 +194,7 @@ async def retrying(what: str, attempt: Callable[[], Awaitable[T]], stats: Stats,
         try:
             return await attempt()
         except Exception as exc:
-            if not _transient(exc):
+            if not is_transient(exc):
                 raise
             stats.retries += 1
             log.warning("%s: database unavailable (%s); retrying in %.1fs",
@@ -269,6 +270,8 @@ class Processor:
         async with self.engine.begin() as conn:
             if isinstance(self.handler, RawHandler):
                 derived = await self.handler.handle_records(conn, fresh)
+                self.stats.applied += len(fresh)
+                self.stats.dead_letters += len(derived)
             else:
                 derived = await self._apply_events(conn, self.handler, fresh)
             await write_outbox(conn, self.handler.consumer, derived)

@@ -12,43 +12,60 @@ import logging
 
 import faust
 
-from agents import allocation, archive, orders, runner
+from agents import allocation, orders, runner
 from agents.allocation import AllocationHandler
-from agents.archive import ArchiveHandler
 from pipeline import clock
 from pipeline.app import create_app, declare_topics, raw_topic
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor
+from projections import projector
+from projections.metrics import register_metrics
+from projections.projector import ProjectorHandler
+
+AGENTS = ("projector", "allocation", "orders")
 
 
-def build(settings: Settings) -> faust.App:
-    """The app with every agent registered; connects to nothing yet."""
+def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
+    """The app with the agents ``only`` (default: all) registered; connects to nothing yet.
+
+    Every agent runs on the one machinery (:mod:`pipeline.transactional`); the
+    worker's web server also answers ``/metrics`` (Prometheus).
+    """
     app = create_app(settings)
     engine = create_engine(settings)
     declare_topics(app, settings)
     reader = KafkaRangeReader(settings)
     policy = orders.policy_of(settings)
-    order_relay = OutboxRelay(engine, orders.CONSUMER, settings)
-    order_processor = Processor(engine, orders.OrderHandler(policy), reader, order_relay)
-    agents = [
-        ("archive", archive.TOPICS, Processor(engine, ArchiveHandler(), reader)),
-        ("allocation", allocation.TOPICS,
-         Processor(engine, AllocationHandler(), reader,
-                   OutboxRelay(engine, allocation.CONSUMER, settings))),
-        ("orders", orders.TOPICS, order_processor),
-    ]
-    for name, topics, processor in agents:
+
+    def relay(name: str) -> OutboxRelay:
+        return OutboxRelay(engine, name, settings)
+
+    order_relay = relay(orders.CONSUMER)
+    processors = {
+        "projector": (projector.TOPICS, Processor(engine, ProjectorHandler(), reader,
+                                                  relay(projector.CONSUMER))),
+        "allocation": (allocation.TOPICS, Processor(engine, AllocationHandler(), reader,
+                                                    relay(allocation.CONSUMER))),
+        "orders": (orders.TOPICS, Processor(engine, orders.OrderHandler(policy), reader,
+                                            order_relay)),
+    }
+    for name in only:
+        topics, processor = processors[name]
         runner.register(app, raw_topic(app, *topics), processor, name, topics,
                         batch_size=settings.agent_batch_size,
                         within_s=settings.agent_batch_within_s)
-    deadlines = orders.DeadlineRunner(engine, policy, order_relay, lambda: clock.now(settings))
-    orders.register_deadlines(app, deadlines, order_processor, settings.deadline_check_s)
+    if "orders" in only:
+        deadlines = orders.DeadlineRunner(engine, policy, order_relay,
+                                          lambda: clock.now(settings))
+        orders.register_deadlines(app, deadlines, processors["orders"][1],
+                                  settings.deadline_check_s)
+    register_metrics(app, engine, {n: processors[n] for n in only})
     return app
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
     """Create topics, then run the worker until SIGTERM/SIGINT (blocks).
 
     Steps: 1. one event loop for everything; 2. ensure topics (fails fast if
@@ -57,10 +74,10 @@ def run(settings: Settings) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
-    app = build(settings)
+    app = build(settings, only)
     logging.getLogger("dropship").info(
-        "worker %s: kafka=%s web=%s:%d", settings.app_id, settings.kafka_bootstrap_servers,
-        settings.web_bind, settings.web_port,
+        "worker %s: agents=%s kafka=%s web=%s:%d", settings.app_id, ",".join(only),
+        settings.kafka_bootstrap_servers, settings.web_bind, settings.web_port,
     )
     worker = faust.Worker(app, loop=loop, loglevel=settings.log_level)
     worker.execute_from_commandline()

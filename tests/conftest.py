@@ -80,3 +80,35 @@ def cli_env(stack: Stack, run_id: str) -> Callable[..., dict[str, str]]:
                          **extra)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def fresh_database(migrated: Settings) -> Callable[[str], Settings]:
+    """Factory: settings for a new, migrated database on the session's Postgres
+    (for tests that compare whole tables, or two runs side by side)."""
+    import asyncio
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    from pipeline.migrate import upgrade_sync
+
+    def make(prefix: str) -> Settings:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        url = make_url(migrated.database_url)
+
+        async def create() -> None:
+            conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
+                                         database=url.database)
+            try:
+                await conn.execute(f'CREATE DATABASE "{name}"')
+            finally:
+                await conn.close()
+
+        asyncio.run(create())
+        fresh = migrated.model_copy(update={
+            "database_url": url.set(database=name).render_as_string(hide_password=False)})
+        upgrade_sync(fresh)
+        return fresh
+
+    return make

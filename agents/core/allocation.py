@@ -93,6 +93,7 @@ class SkuState:
     stock: dict[str, Stock] = field(default_factory=dict)
     lines: dict[LineKey, Line] = field(default_factory=dict)
     next_arrival: int = 0
+    version: int = 0  # stock changes published so far (SupplierStockChanged.version)
 
 
 Decision = tuple[SkuState, list[Event]]
@@ -195,10 +196,12 @@ class _Fill:
                 line = self.state.lines.get((event.order_id, event.line_id))
                 after = line.backordered if line is not None else 0
                 self.events[i] = event.model_copy(update={"backordered_after": after})
+        if self.touched:
+            self.state = replace(self.state, version=self.state.version + 1)
         for supplier_id in sorted(self.touched):
             stock = self.state.stock[supplier_id]
             self.events.append(SupplierStockChanged(
-                supplier_id=supplier_id, sku=self.state.sku,
+                supplier_id=supplier_id, sku=self.state.sku, version=self.state.version,
                 reported_available=stock.available, reserved=stock.used,
                 remaining=stock.remaining, report_as_of=stock.as_of, changed_at=self.now,
             ))

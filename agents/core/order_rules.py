@@ -38,6 +38,7 @@ from events.allocation import (
 )
 from events.base import Message
 from events.fulfillment import (
+    CancelCause,
     SupplierOrderCancelled,
     SupplierOrderLine,
     SupplierOrderRequested,
@@ -81,11 +82,11 @@ def due(order: Order, now: datetime, policy: Policy) -> Result:
             continue
         if so.state == "requested" and so.acknowledge_by <= now:
             order, more = _failover(order, so, f"{so.supplier_id} did not accept in time",
-                                    now, policy)
+                                    "acknowledge_sla_missed", now, policy)
             out += more
         elif not so.fully_shipped and so.dispatch_by <= now:
             order, more = _failover(order, so, f"{so.supplier_id} did not dispatch in time",
-                                    now, policy)
+                                    "dispatch_sla_missed", now, policy)
             out += more
     stale = [h for h in order.held if h.held_at + policy.hold_timeout <= now]
     if stale and not order.held_for_ops:
@@ -154,7 +155,7 @@ def _with_status(before: Order, after: Order, out: list[Output], now: datetime) 
         old = status_event(before, now)
         if old.model_copy(update={"previous_status": new.previous_status}) == new:
             return after, out
-    return replace(after, last_status=new.status), [*out, new]
+    return replace(after, last_status=new.status, version=new.version), [*out, new]
 
 
 def _hours(delta: timedelta) -> str:
@@ -270,15 +271,16 @@ def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejec
     if isinstance(m, SupplierOrderAccepted):
         return (with_supplier_order(order, replace(so, state="accepted")) if so.state == "requested"
                 else order), []
-    return _failover(order, so, f"{so.supplier_id} rejected: {m.reason}", now, policy)
+    return _failover(order, so, f"{so.supplier_id} rejected: {m.reason}", "rejected", now,
+                     policy)
 
 
-def _failover(order: Order, so: SupplierOrder, reason: str, now: datetime,
-              policy: Policy) -> Result:
+def _failover(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
+              now: datetime, policy: Policy) -> Result:
     """Cancel a supplier order; release and re-allocate its unshipped units elsewhere."""
     out: list[Output] = [SupplierOrderCancelled(
         supplier_order_id=so.supplier_order_id, supplier_id=so.supplier_id,
-        order_id=order.order_id, reason=reason[:500], cancelled_at=now)]
+        order_id=order.order_id, reason=reason[:500], cause=cause, cancelled_at=now)]
     order = with_supplier_order(order, replace(so, state="cancelled"))
     for line_id in sorted(so.lines):
         units = so.unshipped(line_id)

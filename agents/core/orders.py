@@ -22,8 +22,9 @@ from events.fulfillment import (
     LineStatus,
     OrderStatus,
     OrderStatusChanged,
+    SupplierUnits,
 )
-from events.types import Address
+from events.types import Address, Money
 
 SupplierOrderState = Literal["requested", "accepted", "dispatched", "cancelled"]
 
@@ -127,6 +128,7 @@ class Order:
     held_for_ops: bool = False
     reason: str | None = None
     last_status: OrderStatus | None = None
+    version: int = 0  # status snapshots published so far (OrderStatusChanged.version)
 
     @property
     def placed(self) -> bool:
@@ -177,7 +179,8 @@ def status_event(order: Order, now: datetime) -> OrderStatusChanged:
     """The snapshot shops receive: status, reason, every line, suppliers, tracking numbers."""
     live = [so for so in order.supplier_orders.values() if so.live]
     return OrderStatusChanged(
-        order_id=order.order_id, shop_id=order.shop_id, status=status_of(order),
+        order_id=order.order_id, shop_id=order.shop_id, version=order.version + 1,
+        status=status_of(order),
         previous_status=order.last_status, reason=order.reason,
         lines=tuple(
             LineStatus(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity,
@@ -185,12 +188,16 @@ def status_event(order: Order, now: datetime) -> OrderStatusChanged:
                        shipped=ln.shipped, delivered=ln.delivered, returned=ln.returned,
                        suppliers=tuple(sorted(s for s, q in ln.reserved.items() if q))[
                            :MAX_SUPPLIERS],
+                       allocations=tuple(SupplierUnits(supplier_id=s, quantity=q)
+                                         for s, q in sorted(ln.reserved.items()) if q)[
+                           :MAX_SUPPLIERS],
                        reroutes=ln.reroutes, held_for_ops=ln.held)
             for ln in order.lines.values()),
         suppliers=tuple(sorted({so.supplier_id for so in live}))[:MAX_SUPPLIERS],
         tracking_numbers=tuple(  # the latest ones, if there are ever more than fit
             s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:],
-        changed_at=now,
+        total=Money(amount=order.total(), currency=order.currency) if order.currency else None,
+        placed_at=order.placed_at, paid_at=order.paid_at, changed_at=now,
     )
 
 

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.archive import ArchiveHandler
 from pipeline.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
 from pipeline.schema import event_log
 from pipeline.transactional import Processor, Record
+from projections.projector import ProjectorHandler
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +31,7 @@ def _records(topic: str, partition: int, offsets: range) -> list[Record]:
 
 def _archiver(engine: AsyncEngine) -> tuple[Processor, str, str]:
     topic, consumer = f"t-{uuid.uuid4().hex[:8]}", f"c-{uuid.uuid4().hex[:8]}"
-    return Processor(engine, ArchiveHandler(consumer), NoKafka()), topic, consumer
+    return Processor(engine, ProjectorHandler(consumer), NoKafka()), topic, consumer
 
 
 async def _count(engine: AsyncEngine, topic: str) -> int:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import select, text
+from sqlalchemy import MetaData, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -20,6 +20,7 @@ from pipeline.checkpoints import (
     log_records,
 )
 from pipeline.schema import event_log, metadata, outbox
+from projections.tables import read_tables, replay_metadata
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +29,27 @@ def _consumer() -> str:
     return f"test-{uuid.uuid4().hex[:8]}"
 
 
+def _code_metadata() -> MetaData:
+    """Every table the code queries: runtime tables and the read models."""
+    combined = MetaData()
+    for md in (metadata, read_tables().metadata, replay_metadata):
+        for table in md.tables.values():
+            table.to_metadata(combined)
+    return combined
+
+
 async def test_migration_is_at_head_and_matches_the_code(engine: AsyncEngine) -> None:
     def diff(conn: Connection) -> list[object]:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
-        return list(compare_metadata(ctx, metadata))
+        ctx = MigrationContext.configure(conn, opts={
+            "compare_type": True, "include_schemas": True,
+            "include_name": lambda name, kind, _: kind != "schema" or name in (None, "read"),
+        })
+        return list(compare_metadata(ctx, _code_metadata()))
 
     async with engine.connect() as conn:
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
         differences = await conn.run_sync(diff)
-    assert version == "0003"
+    assert version == "0004"
     assert differences == []
 
 

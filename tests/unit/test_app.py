@@ -30,4 +30,4 @@ def test_worker_wiring_registers_the_agents_without_connecting() -> None:
                          kafka_bootstrap_servers="127.0.0.1:9",
                          database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none"))
     names = {agent.name.rsplit(".", 1)[-1] for agent in app.agents.values()}
-    assert {"archive", "allocation", "orders"} <= names
+    assert {"projector", "allocation", "orders"} <= names

@@ -7,8 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.archive import envelope_fields, logged
 from pipeline.transactional import Record
+from projections.archive import envelope_fields, logged
 
 
 def test_reads_cloudevents_fields() -> None:

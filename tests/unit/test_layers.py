@@ -52,7 +52,7 @@ def _ours(imported: set[str]) -> set[str]:
 
 
 def test_graph_is_not_empty() -> None:
-    assert {"pipeline.settings", "agents.archive", "events.topics"} <= set(GRAPH)
+    assert {"pipeline.settings", "projections.archive", "events.topics"} <= set(GRAPH)
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("events")))

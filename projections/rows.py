@@ -1,0 +1,258 @@
+"""Events -> read-model rows: plain functions, no I/O.
+
+:func:`rows_of` turns one decoded event (and where it was read) into the rows
+it contributes, per read model. How a row merges with the one already stored
+(snapshot version, first report wins, earliest wins, set union) is decided by
+:mod:`projections.store`; here every row lists all the columns of its table
+that the event knows, the others being ``None``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from events.allocation import LineAllocated, LineBackordered, LineReleased, SupplierStockChanged
+from events.base import Message
+from events.deadletter import DeadLetter
+from events.envelope import CloudEvent
+from events.fulfillment import (
+    OrderStatusChanged,
+    RefundIssued,
+    ReturnAuthorized,
+    SupplierOrderCancelled,
+    SupplierOrderRequested,
+)
+from events.orders import (
+    DeliveryConfirmed,
+    OrderCancelled,
+    OrderPlaced,
+    PaymentConfirmed,
+    ReturnRequested,
+)
+from events.suppliers import (
+    ReturnReceived,
+    ShipmentDelivered,
+    ShipmentDispatched,
+    SupplierOrderAccepted,
+    SupplierOrderRejected,
+)
+
+Row = dict[str, Any]
+Contribution = tuple[str, Row]  # (read model name, row)
+
+#: Statuses at or past "every unit reserved" / "something shipped".
+ALLOCATED_OR_LATER = frozenset({
+    "allocated", "sent_to_supplier", "partially_dispatched", "dispatched", "delivered",
+    "return_requested", "returned", "refunded"})
+DISPATCHED_OR_LATER = frozenset({
+    "partially_dispatched", "dispatched", "delivered", "return_requested", "returned",
+    "refunded"})
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where an event was read: the timeline's key."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+def _if(condition: bool, value: datetime) -> datetime | None:
+    return value if condition else None
+
+
+def _status(m: OrderStatusChanged) -> list[Contribution]:
+    at = m.changed_at
+    order = {
+        "order_id": m.order_id, "shop_id": m.shop_id, "version": m.version,
+        "status": m.status, "previous_status": m.previous_status, "status_since": at,
+        "last_reason": m.reason, "suppliers": list(m.suppliers),
+        "tracking_numbers": list(m.tracking_numbers),
+        "total": m.total.amount if m.total else None,
+        "currency": m.total.currency if m.total else None,
+        "lines": len(m.lines), "units": sum(ln.quantity for ln in m.lines),
+        "placed_at": m.placed_at, "paid_at": m.paid_at,
+        "allocated_at": _if(m.status in ALLOCATED_OR_LATER, at),
+        "dispatched_at": _if(m.status in DISPATCHED_OR_LATER, at),
+        "delivered_at": _if(m.status == "delivered", at),
+        "cancelled_at": _if(m.status == "cancelled", at),
+        "updated_at": at,
+    }
+    lines = [("order_lines", {
+        "order_id": m.order_id, "line_id": ln.line_id, "version": m.version, "sku": ln.sku,
+        "quantity": ln.quantity, "allocated": ln.allocated,
+        "allocations": {a.supplier_id: a.quantity for a in ln.allocations},
+        "suppliers": list(ln.suppliers), "backordered": ln.backordered,
+        "backordered_since": _if(ln.backordered > 0, at), "shipped": ln.shipped,
+        "delivered": ln.delivered, "returned": ln.returned, "reroutes": ln.reroutes,
+        "held_for_ops": ln.held_for_ops,
+    }) for ln in m.lines]
+    return [("order_status", order), *lines]
+
+
+def _supplier_order(m: Any, **known: Any) -> list[Contribution]:
+    row = {col: None for col in SUPPLIER_ORDER_COLUMNS}
+    row.update(supplier_id=m.supplier_id, order_id=m.order_id,
+               supplier_order_id=m.supplier_order_id, **known)
+    return [("supplier_orders", row)]
+
+
+SUPPLIER_ORDER_COLUMNS = (
+    "supplier_id", "supplier_order_id", "order_id", "units", "requested_at", "acknowledge_by",
+    "dispatch_by", "accepted_at", "rejected_at", "reject_reason", "cancelled_at",
+    "cancel_cause", "cancel_reason", "dispatched_at")
+
+
+def _requested(m: SupplierOrderRequested) -> list[Contribution]:
+    return _supplier_order(m, units=sum(ln.quantity for ln in m.lines),
+                           requested_at=m.requested_at, acknowledge_by=m.acknowledge_by,
+                           dispatch_by=m.dispatch_by)
+
+
+def _shipment(m: Any, **known: Any) -> Contribution:
+    row = {col: None for col in SHIPMENT_COLUMNS}
+    row.update(supplier_id=m.supplier_id, shipment_id=m.shipment_id,
+               order_id=m.order_id, **known)
+    return ("shipments", row)
+
+
+SHIPMENT_COLUMNS = ("supplier_id", "shipment_id", "order_id", "supplier_order_id", "carrier",
+                    "tracking_number", "lines", "units", "dispatched_at", "delivered_at")
+
+
+def _dispatched(m: ShipmentDispatched) -> list[Contribution]:
+    return [
+        _shipment(m, supplier_order_id=m.supplier_order_id, carrier=m.carrier,
+                  tracking_number=m.tracking_number,
+                  lines={ln.line_id: ln.quantity for ln in m.lines},
+                  units=sum(ln.quantity for ln in m.lines), dispatched_at=m.dispatched_at),
+        *_supplier_order(m, dispatched_at=m.dispatched_at),
+    ]
+
+
+def _return(m: Any, **known: Any) -> list[Contribution]:
+    row: Row = {col: None for col in RETURN_COLUMNS}
+    row.update(authorized_by=[], received_by=[])
+    row.update(order_id=m.order_id, rma_id=m.rma_id, **known)
+    return [("returns", row)]
+
+
+RETURN_COLUMNS = ("order_id", "rma_id", "reason", "lines", "requested_at", "authorized_at",
+                  "authorized_by", "received_at", "received_by", "refund_amount",
+                  "refund_currency", "refunded_at")
+
+
+def _stock(m: SupplierStockChanged) -> list[Contribution]:
+    return [("supplier_stock", {
+        "supplier_id": m.supplier_id, "sku": m.sku, "version": m.version,
+        "reported_available": m.reported_available, "reserved": m.reserved,
+        "remaining": m.remaining, "report_as_of": m.report_as_of, "changed_at": m.changed_at})]
+
+
+def _dead_letter(m: DeadLetter, event: CloudEvent) -> list[Contribution]:
+    return [("dead_letters", {
+        "id": event.id, "consumer": m.consumer, "source_topic": m.source_topic,
+        "source_partition": m.source_partition, "source_offset": m.source_offset,
+        "original_key": m.original_key, "rule": m.rule, "field": m.field, "error": m.error,
+        "payload": base64.b64decode(m.original_b64), "payload_size": m.original_size,
+        "payload_sha256": m.original_sha256, "truncated": m.truncated,
+        "dead_lettered_at": m.dead_lettered_at})]
+
+
+Builder = Callable[[Any, CloudEvent], list[Contribution]]
+
+BUILDERS: dict[type[Message], Builder] = {
+    OrderStatusChanged: lambda m, e: _status(m),
+    RefundIssued: lambda m, e: _return(m, refund_amount=m.amount.amount,
+                                       refund_currency=m.amount.currency,
+                                       refunded_at=m.issued_at),
+    ReturnRequested: lambda m, e: _return(m, reason=m.reason,
+                                          lines={ln.line_id: ln.quantity for ln in m.lines},
+                                          requested_at=m.requested_at),
+    ReturnAuthorized: lambda m, e: _return(m, authorized_at=m.authorized_at,
+                                           authorized_by=[m.supplier_id]),
+    ReturnReceived: lambda m, e: _return(m, received_at=m.received_at,
+                                         received_by=[m.supplier_id]),
+    SupplierOrderRequested: lambda m, e: _requested(m),
+    SupplierOrderCancelled: lambda m, e: _supplier_order(
+        m, cancelled_at=m.cancelled_at, cancel_cause=m.cause, cancel_reason=m.reason),
+    SupplierOrderAccepted: lambda m, e: _supplier_order(m, accepted_at=m.accepted_at),
+    SupplierOrderRejected: lambda m, e: _supplier_order(
+        m, rejected_at=m.rejected_at, reject_reason=m.reason),
+    ShipmentDispatched: lambda m, e: _dispatched(m),
+    ShipmentDelivered: lambda m, e: [_shipment(m, delivered_at=m.delivered_at)],
+    SupplierStockChanged: lambda m, e: _stock(m),
+    DeadLetter: _dead_letter,
+}
+
+
+def summary(m: Message) -> str:
+    """One line for the timeline: what happened, in ops' words."""
+    match m:
+        case OrderPlaced():
+            return f"placed: {len(m.lines)} line(s), {m.total().amount} {m.currency}, " \
+                   f"ship to {m.ship_to.country}"
+        case PaymentConfirmed():
+            return f"payment confirmed: {m.amount.amount} {m.amount.currency}"
+        case OrderCancelled():
+            return f"cancellation requested: {m.reason}"
+        case DeliveryConfirmed():
+            return "customer confirmed delivery"
+        case ReturnRequested():
+            return f"return {m.rma_id} requested: {_units(m.lines)} unit(s), {m.reason}"
+        case LineAllocated():
+            return f"line {m.line_id}: {m.quantity} x {m.sku} reserved at {m.supplier_id}"
+        case LineBackordered():
+            return f"line {m.line_id}: {m.quantity} x {m.sku} backordered ({m.reason})"
+        case LineReleased():
+            return f"line {m.line_id}: {m.quantity} x {m.sku} released at {m.supplier_id}"
+        case OrderStatusChanged():
+            reason = f" ({m.reason})" if m.reason else ""
+            return f"status {m.previous_status or '-'} -> {m.status}{reason}"
+        case RefundIssued():
+            return f"refund for {m.rma_id}: {m.amount.amount} {m.amount.currency}"
+        case SupplierOrderRequested():
+            return f"supplier order {m.supplier_order_id} sent to {m.supplier_id}: " \
+                   f"{_units(m.lines)} unit(s)"
+        case SupplierOrderCancelled():
+            return f"supplier order {m.supplier_order_id} at {m.supplier_id} cancelled " \
+                   f"({m.cause}): {m.reason}"
+        case ReturnAuthorized():
+            return f"return {m.rma_id} authorized at {m.supplier_id}"
+        case SupplierOrderAccepted():
+            return f"{m.supplier_id} accepted {m.supplier_order_id}"
+        case SupplierOrderRejected():
+            return f"{m.supplier_id} rejected {m.supplier_order_id}: {m.reason}"
+        case ShipmentDispatched():
+            return f"{m.supplier_id} dispatched {m.shipment_id} via {m.carrier} " \
+                   f"{m.tracking_number}: {_units(m.lines)} unit(s)"
+        case ShipmentDelivered():
+            return f"shipment {m.shipment_id} from {m.supplier_id} delivered"
+        case ReturnReceived():
+            return f"{m.supplier_id} received return {m.rma_id} ({m.condition})"
+    return m.TYPE
+
+
+def _units(lines: Any) -> int:
+    return sum(ln.quantity for ln in lines)
+
+
+def rows_of(event: CloudEvent, at: Position) -> list[Contribution]:
+    """The rows ``event``, read at ``at``, contributes to the read models."""
+    data = event.data
+    out: list[Contribution] = []
+    order_id = getattr(data, "order_id", None)
+    if isinstance(order_id, str) and not isinstance(data, DeadLetter):
+        out.append(("order_timeline", {
+            "topic": at.topic, "partition": at.partition, "offset": at.offset,
+            "order_id": order_id, "event_id": event.id, "source": event.source,
+            "event_type": event.type, "time": event.time, "summary": summary(data)[:500]}))
+    builder = BUILDERS.get(type(data))
+    if builder is not None:
+        out.extend(builder(data, event))
+    return out

@@ -1,0 +1,106 @@
+"""Writes read-model rows: one guarded upsert statement per read model.
+
+Called by the projector (inside its batch transaction) and by the rebuild (on
+the staging tables). Rows of one read model are written in the order given, as
+one pipelined ``executemany``, so two rows of the same key in one batch apply
+in turn. The merge rules (module docstring of :mod:`projections.tables`) make
+every statement idempotent: writing the same rows again changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from functools import cache
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, case, func, literal_column
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql.dml import Insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from projections.rows import Contribution, Row
+from projections.tables import ReadTables
+
+#: Columns merged as "earliest wins" / "first report wins" / set union, per table.
+EARLIEST = {
+    "shipments": ("dispatched_at", "delivered_at"),
+    "returns": ("requested_at", "authorized_at", "received_at", "refunded_at"),
+    "supplier_orders": ("requested_at", "accepted_at", "rejected_at", "cancelled_at",
+                        "dispatched_at"),
+}
+UNION = {"returns": ("authorized_by", "received_by")}
+SNAPSHOTS = ("order_status", "order_lines", "supplier_stock")
+INSERT_ONLY = ("order_timeline", "dead_letters")
+MILESTONES = ("allocated_at", "dispatched_at", "delivered_at", "cancelled_at")
+
+
+def _pk(table: Table) -> list[str]:
+    return [c.name for c in table.primary_key.columns]
+
+
+def _union(table: Table, col: str) -> ColumnElement[Any]:
+    return literal_column(
+        f"ARRAY(SELECT DISTINCT x FROM unnest({table.name}.{col} || excluded.{col}) AS x "
+        "ORDER BY x)")
+
+
+def _merged(table: Table, stmt: Insert) -> Insert:
+    """Insert, or merge into the stored row column by column (commutative rules)."""
+    earliest, union = EARLIEST.get(table.name, ()), UNION.get(table.name, ())
+    keys = set(_pk(table))
+    set_: dict[str, Any] = {}
+    for col in table.columns:
+        if col.name in keys or col.computed is not None:
+            continue
+        new = stmt.excluded[col.name]
+        if col.name in earliest:
+            set_[col.name] = func.least(col, new)
+        elif col.name in union:
+            set_[col.name] = _union(table, col.name)
+        else:
+            set_[col.name] = func.coalesce(col, new)
+    return stmt.on_conflict_do_update(index_elements=_pk(table), set_=set_)
+
+
+def _snapshot(table: Table, stmt: Insert) -> Insert:
+    """Insert, or replace the stored row if this snapshot's version is higher."""
+    ex = stmt.excluded
+    set_: dict[str, Any] = {c.name: ex[c.name] for c in table.columns
+                            if c.name not in _pk(table)}
+    if table.name == "order_status":
+        set_["status_since"] = case((table.c.status == ex.status, table.c.status_since),
+                                    else_=ex.status_since)
+        set_["last_reason"] = func.coalesce(ex.last_reason, table.c.last_reason)
+        for col in MILESTONES:
+            set_[col] = func.coalesce(table.c[col], ex[col])
+    elif table.name == "order_lines":
+        set_["backordered_since"] = case(
+            (ex.backordered == 0, None),
+            else_=func.coalesce(table.c.backordered_since, ex.backordered_since))
+    return stmt.on_conflict_do_update(index_elements=_pk(table), set_=set_,
+                                      where=table.c.version < ex.version)
+
+
+@cache
+def statement(table: Table) -> Insert:
+    """The guarded upsert of ``table`` (built once per table object)."""
+    stmt = insert(table)
+    if table.name in SNAPSHOTS:
+        return _snapshot(table, stmt)
+    if table.name in INSERT_ONLY:
+        return stmt.on_conflict_do_nothing()
+    return _merged(table, stmt)
+
+
+async def write(conn: AsyncConnection, tables: ReadTables,
+                contributions: Sequence[Contribution]) -> dict[str, int]:
+    """Write rows, grouped per read model in a fixed table order; return the counts."""
+    grouped: dict[str, list[Row]] = defaultdict(list)
+    for name, row in contributions:
+        grouped[name].append(row)
+    for name, table in tables.by_name().items():
+        rows = grouped.get(name)
+        if rows:
+            await conn.execute(statement(table), rows)
+    return {name: len(rows) for name, rows in grouped.items()}
