@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.devstack import StackError
+from pipeline.ops_cli import ops_app, order_app, projections_app
 from pipeline.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="dropship: order fulfillment pipeline for dropshipping.",
@@ -27,6 +28,9 @@ dev_app = typer.Typer(help="The embedded development stack (Tansu broker + Postg
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
+app.add_typer(order_app, name="order")
+app.add_typer(ops_app, name="ops")
+app.add_typer(projections_app, name="projections")
 
 out = Console()
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)

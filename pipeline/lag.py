@@ -85,6 +85,8 @@ async def broker_ends(settings: Settings, topics: Iterable[str], timeout_s: floa
 async def _highwaters(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> dict[TP, int]:
     tps = [TopicPartition(t, p) for t in topics
            for p in sorted(consumer.partitions_for_topic(t) or ())]
+    if not tps:
+        return {}
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
     found: dict[TP, int] = {}

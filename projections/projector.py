@@ -21,7 +21,7 @@ compare-and-set. Per batch, inside that transaction:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -83,11 +83,13 @@ def contributions(rec: Record, event: CloudEvent) -> list[Contribution]:
 
 
 async def project(conn: AsyncConnection, tables: ReadTables, events: Sequence[Decoded],
-                  consumer: str) -> list[CloudEvent]:
-    """Write the rows of ``events`` (step 4); returns dead letters for poison events."""
+                  consumer: str, only: Collection[str] | None = None) -> list[CloudEvent]:
+    """Write the rows of ``events`` (step 4), to the read models ``only`` if given;
+    returns dead letters for poison events."""
     try:
         async with conn.begin_nested():
-            await write(conn, tables, [c for rec, ev in events for c in contributions(rec, ev)])
+            await write(conn, tables, [c for rec, ev in events for c in contributions(rec, ev)],
+                        only)
         return []
     except Exception as exc:
         if is_transient(exc):
@@ -98,7 +100,7 @@ async def project(conn: AsyncConnection, tables: ReadTables, events: Sequence[De
     for rec, event in events:
         try:
             async with conn.begin_nested():
-                await write(conn, tables, contributions(rec, event))
+                await write(conn, tables, contributions(rec, event), only)
         except Exception as exc:
             if is_transient(exc):
                 raise

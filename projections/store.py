@@ -10,7 +10,7 @@ every statement idempotent: writing the same rows again changes nothing.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any
 
@@ -94,11 +94,14 @@ def statement(table: Table) -> Insert:
 
 
 async def write(conn: AsyncConnection, tables: ReadTables,
-                contributions: Sequence[Contribution]) -> dict[str, int]:
-    """Write rows, grouped per read model in a fixed table order; return the counts."""
+                contributions: Sequence[Contribution],
+                only: Collection[str] | None = None) -> dict[str, int]:
+    """Write rows (to the read models ``only`` if given), grouped per read model in a
+    fixed table order; return the counts."""
     grouped: dict[str, list[Row]] = defaultdict(list)
     for name, row in contributions:
-        grouped[name].append(row)
+        if only is None or name in only:
+            grouped[name].append(row)
     for name, table in tables.by_name().items():
         rows = grouped.get(name)
         if rows:

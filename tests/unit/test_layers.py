@@ -13,7 +13,7 @@ import pytest
 from tests.helpers import REPO
 
 PACKAGES = ("events", "pipeline", "agents", "projections")
-ENTRY_POINTS = {"pipeline.cli", "pipeline.worker", "pipeline.demo"}
+ENTRY_POINTS = {"pipeline.cli", "pipeline.worker", "pipeline.demo", "pipeline.ops_cli"}
 FRAMEWORKS = ("faust", "aiokafka", "sqlalchemy", "asyncpg", "mode")
 
 

@@ -1,0 +1,130 @@
+"""What ops ask of the read models (read-only; used by the ``dropship order`` and
+``dropship ops`` commands). Every function returns plain rows (dicts) so the CLI
+can print them as a table or as JSON; none writes, except :func:`record_replay`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events.topics import INPUT_TOPICS
+from projections.tables import dead_letter_replays, read_tables
+
+Row = dict[str, Any]
+T = read_tables()
+
+
+def _rows(result: Any) -> list[Row]:
+    return [dict(r._mapping) for r in result]
+
+
+async def order_view(engine: AsyncEngine, order_id: str) -> Row | None:
+    """Everything ops know of one order, or None if the read models have never seen it."""
+    async with engine.connect() as conn:
+        order = (await conn.execute(select(T.order_status)
+                                    .where(T.order_status.c.order_id == order_id))).first()
+        timeline = _rows(await conn.execute(TIMELINE, {"o": order_id}))
+        if order is None and not timeline:
+            return None
+
+        async def of(table: Any, *order_by: Any) -> list[Row]:
+            return _rows(await conn.execute(
+                select(table).where(table.c.order_id == order_id).order_by(*order_by)))
+
+        return {
+            "order": dict(order._mapping) if order is not None else None,
+            "lines": await of(T.order_lines, T.order_lines.c.line_id),
+            "supplier_orders": await of(T.supplier_orders, T.supplier_orders.c.requested_at),
+            "shipments": await of(T.shipments, T.shipments.c.dispatched_at),
+            "returns": await of(T.returns, T.returns.c.requested_at),
+            "timeline": timeline,
+        }
+
+
+#: In time order; at equal times (derived events take their cause's time) what a
+#: shop or supplier sent comes before what the pipeline derived from it. An entry
+#: an agent refused carries the dead letter's reason.
+TIMELINE = text(f"""
+SELECT t.time, t.event_type AS type, t.source, t.summary, t.event_id,
+       t.topic, t.partition, t."offset", d.error AS refused
+  FROM read.order_timeline t
+  LEFT JOIN read.dead_letters d ON d.source_topic = t.topic
+       AND d.source_partition = t.partition AND d.source_offset = t."offset"
+ WHERE t.order_id = :o
+ ORDER BY t.time, t.topic NOT IN ({", ".join(f"'{t}'" for t in INPUT_TOPICS)}),
+          t.topic, t.partition, t."offset"
+""")
+
+
+async def stuck(engine: AsyncEngine, limit: int = 100) -> list[Row]:
+    async with engine.connect() as conn:
+        return _rows(await conn.execute(text(
+            "SELECT * FROM read.stuck_orders ORDER BY since LIMIT :n"), {"n": limit}))
+
+
+async def backorders(engine: AsyncEngine, limit: int = 100) -> list[Row]:
+    async with engine.connect() as conn:
+        return _rows(await conn.execute(text(
+            "SELECT * FROM read.backorders ORDER BY since, order_id, line_id LIMIT :n"),
+            {"n": limit}))
+
+
+async def scorecard(engine: AsyncEngine) -> list[Row]:
+    async with engine.connect() as conn:
+        return _rows(await conn.execute(text(
+            "SELECT * FROM read.supplier_scorecard ORDER BY supplier_id")))
+
+
+async def dead_letters(engine: AsyncEngine, limit: int = 50) -> list[Row]:
+    """The newest dead letters, without their payload."""
+    dl = T.dead_letters
+    cols = [c for c in dl.columns if c.name != "payload"]
+    async with engine.connect() as conn:
+        return _rows(await conn.execute(
+            select(*cols).order_by(dl.c.dead_lettered_at.desc(), dl.c.id).limit(limit)))
+
+
+async def dead_letter(engine: AsyncEngine, letter_id: str) -> Row | None:
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(T.dead_letters)
+                                  .where(T.dead_letters.c.id == letter_id))).first()
+    return dict(row._mapping) if row is not None else None
+
+
+async def already_applied(engine: AsyncEngine, consumer: str, source: str,
+                          event_id: str) -> bool:
+    """Whether ``consumer`` has applied an event of this (source, id): a replay with the
+    same id would be dropped as a duplicate."""
+    async with engine.connect() as conn:
+        n = await conn.scalar(text(
+            "SELECT count(*) FROM processed_events WHERE consumer = :c AND source = :s "
+            "AND event_id = :i"), {"c": consumer, "s": source, "i": event_id})
+    return bool(n)
+
+
+async def record_replay(engine: AsyncEngine, letter_id: str, event_id: str, topic: str,
+                        by: str) -> None:
+    async with engine.begin() as conn:
+        await conn.execute(dead_letter_replays.insert().values(
+            dead_letter_id=letter_id, event_id=event_id, topic=topic,
+            replayed_at=datetime.now(UTC), replayed_by=by))
+
+
+async def counts(engine: AsyncEngine) -> Row:
+    """Headline figures: orders by status, backordered lines, dead letters, failovers."""
+    async with engine.connect() as conn:
+        by_status: dict[str, int] = dict((await conn.execute(
+            select(T.order_status.c.status, func.count())
+            .group_by(T.order_status.c.status))).all())
+        figures = (await conn.execute(text("""
+            SELECT (SELECT count(*) FROM read.backorders) AS backordered_lines,
+                   (SELECT count(*) FROM read.dead_letters) AS dead_letters,
+                   (SELECT count(*) FROM read.stuck_orders) AS stuck,
+                   (SELECT count(*) FROM read.supplier_orders WHERE cancel_cause IN
+                       ('rejected', 'acknowledge_sla_missed', 'dispatch_sla_missed'))
+                       AS failovers"""))).one()
+    return {"orders_by_status": by_status, **dict(figures._mapping)}

@@ -1,0 +1,140 @@
+"""Rebuild read models from ``event_log`` into fresh tables, then swap them in.
+
+Called by ``dropship projections rebuild``. Ops queries keep answering from the
+live tables the whole time, and the projector keeps running:
+
+1. create empty copies of the chosen tables in the ``read_rebuild`` schema
+   (same definitions, index and constraint names: :func:`read_tables`);
+2. replay ``event_log`` (the projector's topics, in (topic, partition, offset)
+   order, in chunks, one transaction each) through the same row builders and
+   guarded upserts as the projector; the merge rules make the result
+   independent of how topics interleave, so it equals the live tables;
+3. in **one transaction**: take the rebuild lock exclusively (the projector
+   takes it shared per batch, so no batch is half-applied on either side),
+   replay what ``event_log`` gained meanwhile, complete truncated dead letters,
+   drop the live tables, move the new ones into ``read``, recreate the views
+   that depended on them (their definitions read from the catalog first) and
+   grant ops SELECT again. Queries wait for that instant, then see the new tables.
+
+A failure before step 3 commits leaves the live tables untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Table, func, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events.codec import DecodeError, decode
+from pipeline.schema import event_log
+from pipeline.transactional import Record
+from projections.projector import REBUILD_LOCK, TOPICS, complete_dead_letters, project
+from projections.tables import LIVE_SCHEMA, OPS_ROLE, STAGING_SCHEMA, ReadTables, read_tables
+
+Cursor = tuple[str, int, int]  # (topic, partition, offset) last replayed
+START: Cursor = ("", -1, -1)
+NAMES = tuple(read_tables().by_name())
+
+
+@dataclass
+class Rebuilt:
+    names: tuple[str, ...]
+    events: int
+    rows: dict[str, int]
+
+
+async def _fresh(conn: AsyncConnection, tables: Sequence[Table]) -> None:
+    for table in tables:
+        await conn.execute(text(f"DROP TABLE IF EXISTS {STAGING_SCHEMA}.{table.name}"))
+
+    def create(sync: Connection) -> None:
+        for table in tables:
+            table.create(sync)
+
+    await conn.run_sync(create)
+
+
+async def count_events(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        n = await conn.scalar(select(func.count()).select_from(event_log)
+                              .where(event_log.c.topic.in_(TOPICS)))
+    return int(n or 0)
+
+
+async def _replay(conn: AsyncConnection, tables: ReadTables, names: Sequence[str],
+                  after: Cursor, limit: int | None) -> tuple[Cursor, int]:
+    """Apply up to ``limit`` event_log records past ``after``; returns the new cursor."""
+    log = event_log.c
+    query = (select(log.topic, log.partition, log.offset, log.key, log.value,
+                    log.kafka_timestamp)
+             .where(log.topic.in_(TOPICS),
+                    tuple_(log.topic, log.partition, log.offset) > tuple_(*after))
+             .order_by(log.topic, log.partition, log.offset))
+    if limit is not None:
+        query = query.limit(limit)
+    rows = (await conn.execute(query)).all()
+    if not rows:
+        return after, 0
+    events = []
+    for topic, partition, offset, key, value, ts in rows:
+        rec = Record(topic, partition, offset, key, value,
+                     round(ts.timestamp() * 1000) if ts else None)
+        try:
+            events.append((rec, decode(value, key=key, topic=topic)))
+        except DecodeError:
+            continue  # dead-lettered when it was first consumed; its letter is in the log
+    await project(conn, tables, events, "rebuild", only=names)
+    last = rows[-1]
+    return (last.topic, last.partition, last.offset), len(rows)
+
+
+async def _swap(conn: AsyncConnection, names: Sequence[str]) -> None:
+    views = (await conn.execute(text(
+        "SELECT viewname, definition FROM pg_views WHERE schemaname = :s"),
+        {"s": LIVE_SCHEMA})).all()
+    for name in names:
+        await conn.execute(text(f"DROP TABLE IF EXISTS {LIVE_SCHEMA}.{name} CASCADE"))
+        await conn.execute(text(f"ALTER TABLE {STAGING_SCHEMA}.{name} SET SCHEMA {LIVE_SCHEMA}"))
+    for view, definition in views:
+        exists = await conn.scalar(text("SELECT to_regclass(:v)"),
+                                   {"v": f"{LIVE_SCHEMA}.{view}"})
+        if exists is None:
+            await conn.execute(text(f"CREATE VIEW {LIVE_SCHEMA}.{view} AS {definition}"))
+    await conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {LIVE_SCHEMA} TO {OPS_ROLE}"))
+
+
+async def rebuild(engine: AsyncEngine, names: Sequence[str] = NAMES,
+                  advance: Callable[[int], None] = lambda n: None,
+                  chunk: int = 2000) -> Rebuilt:
+    """Rebuild ``names`` (steps in the module docstring); ``advance(n)`` reports progress."""
+    unknown = set(names) - set(NAMES)
+    if unknown:
+        raise ValueError(f"unknown read model(s): {', '.join(sorted(unknown))}")
+    staging = read_tables(STAGING_SCHEMA)
+    async with engine.begin() as conn:
+        await _fresh(conn, [staging.by_name()[n] for n in names])
+    cursor, replayed = START, 0
+    while True:
+        async with engine.begin() as conn:
+            cursor, n = await _replay(conn, staging, names, cursor, chunk)
+        replayed += n
+        advance(n)
+        if n < chunk:
+            break
+    async with engine.begin() as conn:
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REBUILD_LOCK})
+        while True:
+            cursor, n = await _replay(conn, staging, names, cursor, chunk)
+            replayed += n
+            advance(n)
+            if n < chunk:
+                break
+        if "dead_letters" in names:
+            await complete_dead_letters(conn, staging)
+        await _swap(conn, names)
+        rows = {n: int(await conn.scalar(select(func.count()).select_from(
+            read_tables(LIVE_SCHEMA).by_name()[n])) or 0) for n in names}
+    return Rebuilt(tuple(names), replayed, rows)
+
