@@ -135,8 +135,8 @@ def _fulfillment_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Column("lines", JSONB),  # {line_id: units}
         Column("units", Integer),
         _ts("dispatched_at"), _ts("delivered_at"),
-        PrimaryKeyConstraint("supplier_id", "shipment_id", name="shipments_pkey"),
-        Index("shipments_order_idx", "order_id"),
+        # a supplier's shipment ids are only known unique within one order
+        PrimaryKeyConstraint("order_id", "supplier_id", "shipment_id", name="shipments_pkey"),
     )
     returns = Table(
         "returns", md,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import pytest_asyncio
@@ -76,8 +77,8 @@ def cli_env(stack: Stack, run_id: str) -> Callable[..., dict[str, str]]:
     """Factory: an environment for a ``dropship`` subprocess pointed at the test stack."""
 
     def make(**extra: str) -> dict[str, str]:
-        return clean_env(**stack.env(), DROPSHIP_APP_ID=f"test-{run_id}-{uuid.uuid4().hex[:6]}",
-                         **extra)
+        return clean_env(**{**stack.env(),
+                            "DROPSHIP_APP_ID": f"test-{run_id}-{uuid.uuid4().hex[:6]}", **extra})
 
     return make
 
@@ -94,6 +95,11 @@ def fresh_database(migrated: Settings) -> Callable[[str], Settings]:
     from pipeline.migrate import upgrade_sync
 
     def make(prefix: str) -> Settings:
+        # in a thread of its own: callable from async tests (it runs event loops)
+        with ThreadPoolExecutor(1) as pool:
+            return pool.submit(create_and_migrate, prefix).result()
+
+    def create_and_migrate(prefix: str) -> Settings:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
         url = make_url(migrated.database_url)
 

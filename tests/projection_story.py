@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
 from agents.core.orders import Order, Refused
 from events.allocation import SupplierStockChanged
 from events.base import Message
 from events.codec import DecodeError, encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import ORDER_STATUS, SHOP_ORDERS
-from pipeline.transactional import Record, dead_letter
-from projections.projector import TOPICS
+from pipeline.transactional import Processor, Record, dead_letter
+from projections.projector import TOPICS, ProjectorHandler
+from projections.tables import read_tables
 from tests.unit import order_factories as f
 
 PARTITIONS = 3
@@ -148,3 +152,29 @@ def world(prefix: str, orders: int = 3) -> Log:
         bad_input(log, f"{prefix}-o{i}")
     bad_status(log, f"{prefix}-o0")
     return log
+
+
+async def snapshot(engine: AsyncEngine) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every read model, in primary-key order (for row-by-row comparison)."""
+    out = {}
+    async with engine.connect() as conn:
+        for name, table in read_tables().by_name().items():
+            pk = list(table.primary_key.columns)
+            out[name] = [tuple(r) for r in await conn.execute(select(table).order_by(*pk))]
+    return out
+
+
+async def project_all(engine: AsyncEngine, records: list[Record],
+                      consumer: str = "projector", batch: int = 200) -> Processor:
+    """Apply records through the projector on the one machinery, in batches."""
+    processor = Processor(engine, ProjectorHandler(consumer), NoKafka())
+    for i in range(0, len(records), batch):
+        await processor.process(records[i:i + batch])
+    return processor
+
+
+class NoKafka:
+    """A range reader for tests that must not need one."""
+
+    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
+        raise AssertionError(f"unexpected gap repair of {topic}[{partition}] {start}..{end}")

@@ -13,15 +13,9 @@ from pipeline.checkpoints import CheckpointConflict, advance_checkpoint, load_ch
 from pipeline.schema import event_log
 from pipeline.transactional import Processor, Record
 from projections.projector import ProjectorHandler
+from tests.projection_story import NoKafka
 
 pytestmark = pytest.mark.integration
-
-
-class NoKafka:
-    """A range reader for tests that must not need one."""
-
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        raise AssertionError(f"unexpected gap repair of {topic}[{partition}] {start}..{end}")
 
 
 def _records(topic: str, partition: int, offsets: range) -> list[Record]:

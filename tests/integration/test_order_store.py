@@ -41,7 +41,7 @@ async def test_deadlines_wait_for_partitions_that_lag(engine: AsyncEngine) -> No
     from agents.orders import TOPICS, OrderHandler, caught_up
     from pipeline.checkpoints import advance_checkpoint
     from pipeline.transactional import Processor
-    from tests.integration.test_archive import NoKafka
+    from tests.projection_story import NoKafka
 
     consumer = f"orders-test-{uuid.uuid4().hex[:6]}"
     processor = Processor(engine, OrderHandler(POLICY, consumer), NoKafka())

@@ -266,10 +266,9 @@ def _tables() -> None:
         sa.Column("units", sa.Integer(), nullable=True),
         sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("delivered_at", sa.DateTime(timezone=True), nullable=True),
-        sa.PrimaryKeyConstraint("supplier_id", "shipment_id", name="shipments_pkey"),
+        sa.PrimaryKeyConstraint("order_id", "supplier_id", "shipment_id", name="shipments_pkey"),
         schema="read",
     )
-    op.create_index("shipments_order_idx", "shipments", ["order_id"], unique=False, schema="read")
     op.create_table(
         "supplier_orders",
         sa.Column("supplier_id", sa.Text(), nullable=False),
