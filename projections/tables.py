@@ -109,7 +109,7 @@ def _order_tables(md: MetaData) -> tuple[Table, Table]:
         Column("sku", Text, nullable=False),
         Column("quantity", Integer, nullable=False),
         Column("allocated", Integer, nullable=False),
-        Column("allocations", JSONB, nullable=False),  # {supplier_id: units}
+        Column("allocations", JSONB(none_as_null=True), nullable=False),  # {supplier_id: units}
         _texts("suppliers"),
         Column("backordered", Integer, nullable=False),
         _ts("backordered_since"),
@@ -132,7 +132,7 @@ def _fulfillment_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Column("order_id", Text, nullable=False),
         Column("supplier_order_id", Text),
         Column("carrier", Text), Column("tracking_number", Text),
-        Column("lines", JSONB),  # {line_id: units}
+        Column("lines", JSONB(none_as_null=True)),  # {line_id: units}
         Column("units", Integer),
         _ts("dispatched_at"), _ts("delivered_at"),
         # a supplier's shipment ids are only known unique within one order
@@ -144,7 +144,7 @@ def _fulfillment_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Column("rma_id", Text, nullable=False),
         Column("state", Text, Computed(RETURN_STATE, persisted=True)),
         Column("reason", Text),
-        Column("lines", JSONB),  # {line_id: units} as requested by the shop
+        Column("lines", JSONB(none_as_null=True)),  # {line_id: units}, as requested
         _ts("requested_at"), _ts("authorized_at"), _texts("authorized_by"),
         _ts("received_at"), _texts("received_by"),
         Column("refund_amount", Numeric), Column("refund_currency", Text), _ts("refunded_at"),

@@ -28,11 +28,11 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    """Start ``dropship worker`` as a user would, its output going to ``log_path``."""
+def start_worker(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start ``dropship worker ARGS`` as a user would, its output going to ``log_path``."""
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args],
+                                env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
