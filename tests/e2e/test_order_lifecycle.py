@@ -12,9 +12,11 @@ import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.core.orders import status_of
@@ -78,6 +80,18 @@ async def status(m: Market, order_id: str, expected: str) -> OrderStatusChanged:
     return result
 
 
+async def read(m: Market, sql: str, check: Callable[[list[Any]], bool],
+               **params: object) -> list[Any]:
+    """Poll a query over the read models until ``check`` accepts its rows."""
+    async def rows() -> list[Any] | None:
+        async with m.engine.connect() as conn:
+            got = list((await conn.execute(text(sql), params)).all())
+        return got if check(got) else None
+
+    result: list[Any] = await m.until(f"read models: {sql[:60]}", rows)
+    return result
+
+
 async def supplier_order(m: Market, order_id: str, supplier: str,
                          n: int = 1) -> SupplierOrderRequested:
     """The n-th supplier order of ``order_id`` sent to ``supplier``."""
@@ -105,6 +119,19 @@ async def test_happy_path(market: Market) -> None:
     await m.supplier("sa", m.delivered(oid, "sa", "p1"))
     done = await status(m, oid, "delivered")
     assert [(ln.shipped, ln.delivered, ln.suppliers) for ln in done.lines] == [(2, 2, ("sa",))]
+    order = (await read(m, "SELECT * FROM read.order_status WHERE order_id = :o",
+                        lambda r: bool(r) and r[0].status == "delivered", o=oid))[0]
+    assert (str(order.total), order.currency, order.tracking_numbers) == ("25.00", "EUR", ["TRK42"])
+    assert None not in (order.placed_at, order.paid_at, order.allocated_at, order.dispatched_at,
+                        order.delivered_at)
+    await read(m, "SELECT carrier, tracking_number, units FROM read.shipments WHERE order_id = :o "
+               "AND delivered_at IS NOT NULL", lambda r: [tuple(x) for x in r] == [
+                   ("Colissimo", "TRK42", 2)], o=oid)
+    timeline = await read(m, "SELECT event_type FROM read.order_timeline WHERE order_id = :o",
+                          lambda r: len(r) >= 12, o=oid)
+    assert {"dropship.order.placed.v1", "dropship.line.allocated.v1",
+            "dropship.supplier_order.requested.v1", "dropship.shipment.delivered.v1",
+            "dropship.order.status_changed.v1"} <= {t.event_type for t in timeline}
 
 
 async def test_primary_out_of_stock_backup_gets_the_order(market: Market) -> None:
@@ -145,6 +172,15 @@ async def test_rejection_and_missed_slas_reroute(market: Market) -> None:
     line = (await m.until("slow re-routed", lambda: [
         s for s in m.tap.of(OrderStatusChanged, slow) if s.lines[0].reroutes]))[-1].lines[0]
     assert line.reroutes == 1
+    causes = await read(m, "SELECT order_id, supplier_id, cancel_cause FROM read.supplier_orders "
+                        "WHERE order_id IN (:a, :b, :c) AND supplier_id = 's1' "
+                        "ORDER BY order_id", lambda r: len(r) == 3 and all(x.cancel_cause for x in r),
+                        a=rejected, b=silent, c=slow)
+    assert {(o, s, c) for o, s, c in causes} == {
+        (rejected, "s1", "rejected"), (silent, "s1", "acknowledge_sla_missed"),
+        (slow, "s1", "dispatch_sla_missed")}
+    await read(m, "SELECT reroutes FROM read.order_lines WHERE order_id = :o",
+               lambda r: [x.reroutes for x in r] == [1], o=slow)
 
 
 async def _accepted(m: Market, order_id: str) -> bool:
@@ -167,6 +203,11 @@ async def test_split_order_shipped_in_two_parcels(market: Market) -> None:
     assert sorted(shipped.tracking_numbers) == ["TA1", "TB1"]
     await m.shop(m.confirm(oid))
     await status(m, oid, "delivered")
+    await read(m, "SELECT supplier_id, units FROM read.shipments WHERE order_id = :o "
+               "ORDER BY supplier_id", lambda r: [tuple(x) for x in r] == [("sa", 1), ("sb", 2)],
+               o=oid)
+    await read(m, "SELECT allocations FROM read.order_lines WHERE order_id = :o",
+               lambda r: [x.allocations for x in r] == [{"sa": 1, "sb": 2}], o=oid)
 
 
 async def test_cancel_before_and_after_dispatch(market: Market) -> None:
@@ -203,6 +244,9 @@ async def test_never_paid_is_cancelled_at_the_payment_window(market: Market) -> 
     m.advance(timedelta(minutes=61))
     done = await status(m, oid, "cancelled")
     assert "not paid" in (done.reason or "")
+    await read(m, "SELECT last_reason FROM read.order_status WHERE order_id = :o "
+               "AND status = 'cancelled' AND cancelled_at IS NOT NULL",
+               lambda r: bool(r) and "not paid" in r[0].last_reason, o=oid)
     await m.until("stock released", lambda: _remaining(m, sku, 4))
 
 
@@ -231,6 +275,10 @@ async def test_return_in_window_refunded_and_restocked_late_return_refused(
     refund = await m.until("refund", lambda: m.tap.of(RefundIssued, good))
     assert (refund[0].amount.amount, refund[0].amount.currency) == (Decimal("7.50"), "EUR")
     await status(m, good, "refunded")
+    await read(m, "SELECT state, authorized_by, refund_amount FROM read.returns "
+               "WHERE order_id = :o", lambda r: [(x.state, x.authorized_by, str(x.refund_amount))
+                                                for x in r] == [("refunded", ["sa"], "7.50")],
+               o=good)
     await m.until("restocked", lambda: _used(m, sku, used_before - 1))
 
     m.advance(timedelta(days=31))
@@ -254,6 +302,11 @@ async def test_payment_before_order_and_every_event_twice(market: Market) -> Non
     assert done.lines[0].shipped == 3  # not 6
     assert len(m.tap.of(SupplierOrderRequested, oid)) == 1
     assert (await m.sku_state(sku)).stock["sa"].used == 3
+    rows = await read(m, "SELECT event_id, source FROM read.order_timeline WHERE order_id = :o",
+                      lambda r: len(r) >= 10, o=oid)
+    assert len(rows) == len({tuple(r) for r in rows})  # each event once, though sent twice
+    await read(m, "SELECT shipped FROM read.order_lines WHERE order_id = :o",
+               lambda r: [x.shipped for x in r] == [3], o=oid)
 
 
 async def test_shipment_from_the_wrong_supplier_is_dead_lettered(market: Market) -> None:
@@ -270,3 +323,7 @@ async def test_shipment_from_the_wrong_supplier_is_dead_lettered(market: Market)
     assert order is not None
     assert status_of(order) == "sent_to_supplier"
     assert order.lines["1"].shipped == 0
+    stored = await read(m, "SELECT source_topic, error, payload FROM read.dead_letters "
+                        "WHERE original_key = :o", lambda r: bool(r), o=oid)
+    assert "was not routed to sb" in stored[0].error
+    assert b"FAKE" in stored[0].payload
