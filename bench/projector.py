@@ -39,16 +39,16 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from events.codec import decode  # noqa: E402
-from pipeline.db import create_engine  # noqa: E402
-from pipeline.devstack import down, load, up  # noqa: E402
-from pipeline.migrate import upgrade_sync  # noqa: E402
-from pipeline.settings import Settings, load_settings  # noqa: E402
-from pipeline.transactional import Record  # noqa: E402
-from projections.archive import logged  # noqa: E402
-from projections.projector import contributions  # noqa: E402
-from projections.tables import read_tables  # noqa: E402
-from tests.projection_story import project_all, world  # noqa: E402
+from events.codec import DecodeError, decode
+from pipeline.db import create_engine
+from pipeline.devstack import down, load, up
+from pipeline.migrate import upgrade_sync
+from pipeline.settings import Settings, load_settings
+from pipeline.transactional import Record
+from projections.archive import logged
+from projections.projector import contributions
+from projections.tables import read_tables
+from tests.projection_story import project_all, world
 
 
 def rows_of(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
@@ -62,8 +62,8 @@ def rows_of(records: list[Record]) -> dict[str, list[dict[str, Any]]]:
             "key": row.key, "value": row.value, "kafka_timestamp": row.timestamp})
         try:
             event = decode(rec.value, key=rec.key, topic=rec.topic)
-        except Exception:
-            continue
+        except DecodeError:
+            continue  # kept in event_log only, like the projector does
         for name, values in contributions(rec, event):
             out[name].append({k: json.dumps(v) if isinstance(v, dict) else v
                               for k, v in values.items()})

@@ -174,7 +174,8 @@ async def test_rejection_and_missed_slas_reroute(market: Market) -> None:
     assert line.reroutes == 1
     causes = await read(m, "SELECT order_id, supplier_id, cancel_cause FROM read.supplier_orders "
                         "WHERE order_id IN (:a, :b, :c) AND supplier_id = 's1' "
-                        "ORDER BY order_id", lambda r: len(r) == 3 and all(x.cancel_cause for x in r),
+                        "ORDER BY order_id",
+                        lambda r: len(r) == 3 and all(x.cancel_cause for x in r),
                         a=rejected, b=silent, c=slow)
     assert {(o, s, c) for o, s, c in causes} == {
         (rejected, "s1", "rejected"), (silent, "s1", "acknowledge_sla_missed"),
