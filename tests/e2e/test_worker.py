@@ -109,7 +109,7 @@ async def test_default_worker_listens_on_loopback_only_and_logs_every_input(
     assert [logged[p] for p in positions] == [value for _, _, value in records]
     async with engine.connect() as conn:
         for topic, partition, offset in positions:
-            assert await load_checkpoint(conn, "archive", topic, partition) >= offset
+            assert await load_checkpoint(conn, "projector", topic, partition) >= offset
 
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 0

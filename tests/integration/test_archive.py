@@ -1,4 +1,4 @@
-"""The archive agent on the one transaction machinery: exactly once under replay,
+"""The projector's event_log keeping on the one transaction machinery: exactly once under replay,
 gaps and zombies."""
 
 from __future__ import annotations
