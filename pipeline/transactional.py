@@ -92,8 +92,8 @@ class Handler(Protocol):
 
 @runtime_checkable
 class RawHandler(Protocol):
-    """A handler that takes every record as it is and decodes, deduplicates and
-    dead-letters by itself: the projector."""
+    """A handler that takes every record as it is and decodes by itself (the
+    projector). What it returns are dead letters, counted as such in its stats."""
 
     consumer: str
 

@@ -22,10 +22,11 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.runner import highwater_of
+from events.fulfillment import FAILOVER_CAUSES
 from pipeline.lag import Lag, lag_report, logged_ends
 from pipeline.transactional import Processor, Stats
 
@@ -41,10 +42,10 @@ STAT_HELP = {
 }
 
 READ_MODEL_FIGURES = text("""
-SELECT (SELECT count(*) FROM read.supplier_orders
-         WHERE cancel_cause IN ('rejected', 'acknowledge_sla_missed', 'dispatch_sla_missed')),
+SELECT (SELECT count(*) FROM read.supplier_orders WHERE cancel_cause IN :causes),
        (SELECT coalesce(sum(reroutes), 0) FROM read.order_lines),
-       (SELECT count(*) FROM read.dead_letters)""")
+       (SELECT count(*) FROM read.dead_letters)""").bindparams(
+    bindparam("causes", value=list(FAILOVER_CAUSES), expanding=True))
 
 
 class _Snapshot(Collector):

@@ -62,20 +62,17 @@ Decoded = tuple[Record, CloudEvent]
 
 
 def decoded(records: Sequence[Record], consumer: str
-            ) -> tuple[list[Decoded], list[CloudEvent], int]:
-    """(valid events, dead letters, skipped) of a batch (step 3)."""
+            ) -> tuple[list[Decoded], list[CloudEvent]]:
+    """(valid events, dead letters) of a batch (step 3)."""
     good: list[Decoded] = []
     letters: list[CloudEvent] = []
-    skipped = 0
     for rec in records:
         try:
             good.append((rec, decode(rec.value, key=rec.key, topic=rec.topic)))
         except DecodeError as err:
             if rec.topic in OWNED:
                 letters.append(dead_letter(rec, err, consumer))
-            else:
-                skipped += 1
-    return good, letters, skipped
+    return good, letters
 
 
 def contributions(rec: Record, event: CloudEvent) -> list[Contribution]:
@@ -131,13 +128,11 @@ class ProjectorHandler:
     def __init__(self, consumer: str = CONSUMER, tables: ReadTables | None = None) -> None:
         self.consumer = consumer
         self.tables = tables or read_tables()
-        self.skipped = 0
 
     async def handle_records(self, conn: AsyncConnection,
                              records: Sequence[Record]) -> list[CloudEvent]:
         await conn.execute(text("SELECT pg_advisory_xact_lock_shared(:k)"), {"k": REBUILD_LOCK})
-        events, letters, skipped = decoded(records, self.consumer)
-        self.skipped += skipped
+        events, letters = decoded(records, self.consumer)
         by_position = {(r.topic, r.partition, r.offset): e for r, e in events}
         await log_records(conn, [logged(r, by_position.get((r.topic, r.partition, r.offset)))
                                  for r in records])

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.topics import INPUT_TOPICS
@@ -112,19 +112,3 @@ async def record_replay(engine: AsyncEngine, letter_id: str, event_id: str, topi
         await conn.execute(dead_letter_replays.insert().values(
             dead_letter_id=letter_id, event_id=event_id, topic=topic,
             replayed_at=datetime.now(UTC), replayed_by=by))
-
-
-async def counts(engine: AsyncEngine) -> Row:
-    """Headline figures: orders by status, backordered lines, dead letters, failovers."""
-    async with engine.connect() as conn:
-        by_status: dict[str, int] = dict((await conn.execute(
-            select(T.order_status.c.status, func.count())
-            .group_by(T.order_status.c.status))).all())
-        figures = (await conn.execute(text("""
-            SELECT (SELECT count(*) FROM read.backorders) AS backordered_lines,
-                   (SELECT count(*) FROM read.dead_letters) AS dead_letters,
-                   (SELECT count(*) FROM read.stuck_orders) AS stuck,
-                   (SELECT count(*) FROM read.supplier_orders WHERE cancel_cause IN
-                       ('rejected', 'acknowledge_sla_missed', 'dispatch_sla_missed'))
-                       AS failovers"""))).one()
-    return {"orders_by_status": by_status, **dict(figures._mapping)}

@@ -64,16 +64,14 @@ async def count_events(engine: AsyncEngine) -> int:
 
 
 async def _replay(conn: AsyncConnection, tables: ReadTables, names: Sequence[str],
-                  after: Cursor, limit: int | None) -> tuple[Cursor, int]:
+                  after: Cursor, limit: int) -> tuple[Cursor, int]:
     """Apply up to ``limit`` event_log records past ``after``; returns the new cursor."""
     log = event_log.c
     query = (select(log.topic, log.partition, log.offset, log.key, log.value,
                     log.kafka_timestamp)
              .where(log.topic.in_(TOPICS),
                     tuple_(log.topic, log.partition, log.offset) > tuple_(*after))
-             .order_by(log.topic, log.partition, log.offset))
-    if limit is not None:
-        query = query.limit(limit)
+             .order_by(log.topic, log.partition, log.offset).limit(limit))
     rows = (await conn.execute(query)).all()
     if not rows:
         return after, 0
