@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.kafka import client_options
@@ -54,13 +54,20 @@ async def stored_checkpoints(engine: AsyncEngine, consumers: Iterable[str]
 
 
 async def logged_ends(engine: AsyncEngine, topics: Iterable[str]) -> dict[TP, int]:
-    """(topic, partition) -> last offset in ``event_log``."""
+    """(topic, partition) -> last offset in ``event_log``, for every partition of
+    ``topics`` a checkpoint names (the projector checkpoints every partition it logs).
+
+    One primary-key probe per partition: a scrape never scans ``event_log``.
+    """
+    parts = (select(checkpoints.c.topic, checkpoints.c.partition)
+             .where(checkpoints.c.topic.in_(list(topics))).distinct().subquery())
+    last = (select(event_log.c.offset)
+            .where(event_log.c.topic == parts.c.topic,
+                   event_log.c.partition == parts.c.partition)
+            .order_by(event_log.c.offset.desc()).limit(1).scalar_subquery())
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(event_log.c.topic, event_log.c.partition, func.max(event_log.c.offset))
-            .where(event_log.c.topic.in_(list(topics)))
-            .group_by(event_log.c.topic, event_log.c.partition))
-        return {(t, p): o for t, p, o in rows}
+        rows = await conn.execute(select(parts.c.topic, parts.c.partition, last))
+        return {(t, p): o for t, p, o in rows if o is not None}
 
 
 async def broker_ends(settings: Settings, topics: Iterable[str], timeout_s: float = 5.0
