@@ -34,10 +34,9 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents import allocation, orders
-from events.codec import DecodeError, decode, encode, key_of
 from pipeline.db import create_engine
-from pipeline.kafka import create_producer
 from pipeline.lag import Lag, broker_ends, lag_report, logged_ends
+from pipeline.publisher import check_lines, send_valid
 from pipeline.settings import Settings, load_settings
 from projections import projector, queries
 from projections.rebuild import NAMES, count_events, rebuild
@@ -205,38 +204,34 @@ def ops_dead_letters(
 
 
 def _replay(letter_id: str, file: Path | None) -> None:
-    """Validate, refuse what would be dropped or refused again, publish, record."""
+    """Validate as ``dropship publish`` does, refuse what would be dropped or refused
+    again, publish (original bytes, keyed by subject), record; one engine throughout."""
     settings = load_settings()
-    letter = _with_engine(lambda e: queries.dead_letter(e, letter_id), settings)
-    if letter is None:
-        fail(f"dead letter {letter_id!r} not found")
-    if file is None and letter["truncated"]:
-        fail("only the first 32 KiB of this message were kept; pass --file with the message")
-    value = (sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()) \
-        if file is not None else letter["payload"]
-    try:
-        event = decode(value.strip(), topic=letter["source_topic"])
-    except DecodeError as exc:
-        fail(f"the message is still invalid: {exc}; fix it and pass it with --file")
-    if _with_engine(lambda e: queries.already_applied(
-            e, letter["consumer"], event.source, event.id), settings):
-        fail(f"{letter['consumer']} has already seen event {event.source}/{event.id}; "
-             "give the fixed message a new id")
+    fixed = None if file is None else (
+        sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes())
 
-    async def publish() -> None:
-        producer = create_producer(settings)
-        await producer.start()
-        try:
-            await producer.send_and_wait(letter["source_topic"], encode(event),
-                                         key=key_of(event))
-        finally:
-            await producer.stop()
+    async def work(engine: AsyncEngine) -> tuple[str, str]:
+        letter = await queries.dead_letter(engine, letter_id)
+        if letter is None:
+            fail(f"dead letter {letter_id!r} not found")
+        if fixed is None and letter["truncated"]:
+            fail("only the first 32 KiB of this message were kept; pass --file with the message")
+        topic = letter["source_topic"]
+        outcomes = check_lines([(fixed if fixed is not None else letter["payload"]).strip()],
+                               topic)
+        if not outcomes or outcomes[0].event is None:
+            problem = outcomes[0].error if outcomes else "the message is empty"
+            fail(f"the message is still invalid: {problem}; fix it and pass it with --file")
+        event = outcomes[0].event
+        if await queries.already_applied(engine, letter["consumer"], event.source, event.id):
+            fail(f"{letter['consumer']} has already seen event {event.source}/{event.id}; "
+                 "give the fixed message a new id")
+        await send_valid(settings, topic, outcomes)
+        await queries.record_replay(engine, letter_id, event.id, topic, getpass.getuser())
+        return event.id, topic
 
-    asyncio.run(publish())
-    _with_engine(lambda e: queries.record_replay(e, letter_id, event.id,
-                                                 letter["source_topic"], getpass.getuser()),
-                 settings)
-    out.print(f"replayed {letter_id} as event {event.id} to {letter['source_topic']}")
+    event_id, topic = _with_engine(work, settings)
+    out.print(f"replayed {letter_id} as event {event_id} to {topic}")
 
 
 @ops_app.command("lag")
