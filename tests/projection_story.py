@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +25,9 @@ from events.base import Message
 from events.codec import DecodeError, encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import ORDER_STATUS, SHOP_ORDERS
-from pipeline.transactional import Processor, Record, dead_letter
+from pipeline.lag import broker_ends
+from pipeline.settings import Settings
+from pipeline.transactional import KafkaRangeReader, Processor, Record, dead_letter
 from projections.projector import TOPICS, ProjectorHandler
 from projections.tables import read_tables
 from tests.unit import order_factories as f
@@ -178,3 +181,12 @@ class NoKafka:
 
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
         raise AssertionError(f"unexpected gap repair of {topic}[{partition}] {start}..{end}")
+
+
+async def read_back(settings: Settings, topics: Sequence[str]) -> list[Record]:
+    """Every record of ``topics``, as the broker has it now."""
+    reader = KafkaRangeReader(settings)
+    out: list[Record] = []
+    for (topic, partition), last in sorted((await broker_ends(settings, topics)).items()):
+        out += await reader.read(topic, partition, 0, last + 1)
+    return out

@@ -29,10 +29,10 @@ from pipeline.kafka import create_producer, ensure_topics
 from pipeline.lag import broker_ends
 from pipeline.schema import checkpoints
 from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader, Record
+from pipeline.transactional import Record
 from projections.projector import TOPICS
 from tests.helpers import start_worker
-from tests.projection_story import project_all, snapshot, world
+from tests.projection_story import project_all, read_back, snapshot, world
 
 pytestmark = pytest.mark.e2e
 
@@ -68,16 +68,6 @@ async def _publish(settings: Settings, records: list[Record]) -> None:
         await producer.stop()
 
 
-async def _everything(settings: Settings) -> list[Record]:
-    """Every record on the projector's topics, as the broker has it."""
-    ends = await broker_ends(settings, TOPICS)
-    reader = KafkaRangeReader(settings)
-    out: list[Record] = []
-    for (topic, partition), last in sorted(ends.items()):
-        out += await reader.read(topic, partition, 0, last + 1)
-    return out
-
-
 async def test_projector_killed_mid_stream_ends_like_an_uncrashed_run(
     migrated: Settings, fresh_database: Callable[[str], Settings],
     cli_env: Callable[..., dict[str, str]], tmp_path: Path,
@@ -106,7 +96,7 @@ async def test_projector_killed_mid_stream_ends_like_an_uncrashed_run(
         worker.wait(timeout=30)
     reference = create_engine(fresh_database("uncrashed"))
     try:
-        await project_all(reference, await _everything(migrated), batch=500)
+        await project_all(reference, await read_back(migrated, TOPICS), batch=500)
         crashed, uncrashed = await snapshot(engine), await snapshot(reference)
         for name in crashed:
             extra = {repr(r) for r in crashed[name]} ^ {repr(r) for r in uncrashed[name]}

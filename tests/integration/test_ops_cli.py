@@ -16,11 +16,9 @@ from events.envelope import wrap
 from events.topics import SHOP_ORDERS
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
-from pipeline.lag import broker_ends
 from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader, Record
 from tests.helpers import run_cli
-from tests.projection_story import project_all, world
+from tests.projection_story import project_all, read_back, world
 from tests.unit import order_factories as f
 
 pytestmark = pytest.mark.integration
@@ -93,17 +91,8 @@ def test_replay_refuses_an_invalid_message_and_publishes_a_fixed_one(
                        env=ops_env)
     assert replayed.returncode == 0, replayed.stderr
     assert f"replayed {letter['id']} as event fixed-1 to shop.orders" in replayed.stdout
-    assert any(decode(r.value).id == "fixed-1" for r in asyncio.run(_shop_orders(migrated))
-               if b"fixed-1" in r.value)
-
-
-async def _shop_orders(settings: Settings) -> list[Record]:
-    ends = await broker_ends(settings, [SHOP_ORDERS])
-    reader = KafkaRangeReader(settings)
-    out: list[Record] = []
-    for (topic, partition), last in ends.items():
-        out += await reader.read(topic, partition, 0, last + 1)
-    return out
+    on_topic = asyncio.run(read_back(migrated, [SHOP_ORDERS]))
+    assert any(decode(r.value).id == "fixed-1" for r in on_topic if b"fixed-1" in r.value)
 
 
 def test_lag_reports_checkpoints_against_the_log(ops_env: dict[str, str]) -> None:
