@@ -221,19 +221,94 @@ def show_settings() -> None:
         out.print(f"DROPSHIP_{name.upper()}={shown}", highlight=False)
 
 
+SharesOpt = Annotated[list[str] | None, typer.Option(
+    "--share", help="Behaviour share NAME=P (0..1), repeatable; names: "
+                    "pay, pay_late, cancel, confirm_delivery, return, duplicate, reorder, "
+                    "malformed, reject, silent, late_dispatch, resellable")]
+
+
+def _shares(pairs: list[str] | None) -> dict[str, float]:
+    from simulator.world import Shares
+
+    shares: dict[str, float] = {}
+    for pair in pairs or ():
+        name, _, value = pair.partition("=")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            fail(f"--share {pair!r}: expected NAME=P with P from 0 to 1, e.g. malformed=0.02")
+    try:
+        Shares().with_overrides(shares)
+    except ValueError as exc:
+        fail(f"--share: {exc}")
+    return shares
+
+
 @app.command("demo")
 def demo(
+    orders: Annotated[int, typer.Option(min=1, help="Orders the shops place.")] = 300,
+    rate: Annotated[float, typer.Option(min=0.1, help="Orders per second.")] = 10.0,
+    settle: Annotated[float, typer.Option(
+        min=0, help="Seconds the market lives on after the last order.")] = 30.0,
+    speed: Annotated[float, typer.Option(
+        min=1, help="Simulated seconds per real second (1200: a second is 20 minutes).")] = 1200.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 7,
+    share: SharesOpt = None,
     keep: Annotated[bool, typer.Option(help="Leave the stack running afterwards.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each step.")] = 120.0,
+    timeout: Annotated[float, typer.Option(
+        help="Seconds to wait for the pipeline to catch up.")] = 120.0,
+    summary_json: Annotated[Path | None, typer.Option(
+        help="Also write the summary as JSON to this file.")] = None,
     state_dir: StateDirOpt = None,
 ) -> None:
-    """Run one order end to end on the embedded stack: suppliers, shop, pipeline, delivery."""
+    """Run the pipeline end to end on the embedded stack, driven by simulated shops and
+    suppliers, with a live view; exit 0 only if the pipeline's invariants held."""
     from pipeline import demo as demo_module
 
     s = _settings(state_dir=state_dir)
-    ok = demo_module.run(s, keep=keep, timeout_s=timeout, console=out)
-    if not ok:
-        fail("the demo order was not delivered; see the worker log named above")
+    options = demo_module.DemoOptions(orders=orders, rate=rate, settle_s=settle, speed=speed,
+                                      seed=seed, keep=keep, timeout_s=timeout,
+                                      shares=_shares(share), summary_json=summary_json)
+    if not demo_module.run(s, options, console=out):
+        fail("the pipeline broke an invariant (see above); the worker log is named above")
+
+
+@app.command("simulate")
+def simulate(
+    orders: Annotated[int | None, typer.Option(min=1, help="Stop after this many orders.")] = 100,
+    duration: Annotated[float | None, typer.Option(
+        min=0.1, help="Stop placing orders after this many seconds.")] = None,
+    rate: Annotated[float, typer.Option(
+        min=0, help="Orders per second (0: as fast as Kafka takes them).")] = 10.0,
+    settle: Annotated[float, typer.Option(
+        min=0, help="Seconds shops and suppliers go on reacting after the last order.")] = 10.0,
+    speed: Annotated[float, typer.Option(
+        min=1, help="Simulated seconds per real second; with --clock-file the workers' "
+                    "deadlines follow.")] = 1.0,
+    clock_file: Annotated[Path | None, typer.Option(
+        help="Write the simulated time here (the workers' DROPSHIP_CLOCK_FILE).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed, the same market.")] = 7,
+    prefix: Annotated[str | None, typer.Option(
+        help="Id prefix of this run's shops, suppliers, skus and orders "
+             "(default: from the seed plus a random part).")] = None,
+    shops: Annotated[int, typer.Option(min=1, max=100)] = 3,
+    suppliers: Annotated[int, typer.Option(min=1, max=100)] = 6,
+    skus: Annotated[int, typer.Option(min=1, max=100_000)] = 40,
+    share: SharesOpt = None,
+    record: Annotated[Path | None, typer.Option(
+        help="Append every record sent to this JSON-lines file.")] = None,
+) -> None:
+    """Simulated shops and suppliers on the real topics (each its own Kafka client):
+    orders, payments, cancellations, supplier answers, shipments, returns, and a share
+    of duplicated, reordered and malformed messages. Needs a running pipeline to react."""
+    from pipeline import simulate as simulate_module
+
+    s = _settings()
+    options = simulate_module.SimulateOptions(
+        orders=orders, duration_s=duration, rate=rate, settle_s=settle, speed=speed,
+        clock_file=clock_file, seed=seed, prefix=prefix, shops=shops, suppliers=suppliers,
+        skus=skus, shares=_shares(share), record=record)
+    simulate_module.run(s, options, out)
 
 
 # --- error handling --------------------------------------------------------------

@@ -1,73 +1,81 @@
-"""``dropship demo``: the pipeline end to end on the embedded stack (entry point).
+"""``dropship demo``: the whole pipeline doing its job, on the embedded stack (entry point).
 
-Until the simulator exists (issue 7) the demo is one scripted order, but every
-step is a real event on a real topic, applied by a real worker:
-1. bring the embedded stack up (or reuse the one running) and migrate;
-2. start a worker process (``dropship worker``) against it;
-3. two suppliers publish offers and stock for a sku: the preferred one has none;
-4. a shop places an order and pays for it;
-5. the pipeline reserves stock at the backup supplier and sends it the order;
-6. that supplier accepts, ships with a tracking number, and the parcel arrives;
-7. show the order's journey and final state from Postgres;
-8. stop the worker, and the stack too if this demo started it (unless ``--keep``).
-Returns True if the order was delivered in time.
+Steps:
+1. bring the embedded stack up (or reuse the one running), migrate, create topics;
+2. start a worker (``dropship worker``) whose deadlines follow the demo's simulated
+   clock (``DROPSHIP_CLOCK_FILE``; by default one real second is 20 simulated minutes);
+3. run the simulator: shops and suppliers as Kafka clients, seeded, placing
+   orders at a bounded rate up to a count, then living on for ``settle`` seconds
+   (suppliers ship, parcels arrive, customers return things), under a live view
+   drawn from the read models;
+4. stop the simulator and wait until every consumer has caught up;
+5. print the summary from the read models (what ``dropship ops ...`` shows) and
+   one order that failed over to a backup supplier, with its timeline;
+6. check the invariants: no oversell, every order finished or waiting for an
+   explained reason, every order placed is known, every malformed message
+   dead-lettered;
+7. stop the worker, and the stack if this demo started it (unless ``--keep``).
+Returns True only if every check of step 6 held.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import secrets
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
-from sqlalchemy import select
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.core.orders import Order, status_of
-from agents.orders import load_order
-from events.base import Message
-from events.catalog import StockLevelReported, SupplierOfferUpdated
-from events.codec import encode, key_of
-from events.envelope import CloudEvent, wrap
-from events.orders import LineQuantity, OrderLine, OrderPlaced, PaymentConfirmed
-from events.suppliers import ShipmentDelivered, ShipmentDispatched, SupplierOrderAccepted
-from events.types import Address, Money
+from pipeline.clock import set_file_time
 from pipeline.db import create_engine
 from pipeline.devstack import Stack, down, up
 from pipeline.devstack.processes import Proc, free_port
-from pipeline.kafka import create_producer, ensure_topics
+from pipeline.kafka import ensure_topics
 from pipeline.migrate import upgrade_sync
-from pipeline.schema import order_state
+from pipeline.render import order_parts, plain, table
 from pipeline.settings import Settings
+from projections import invariants, queries
+from projections.catchup import backlog
+from simulator.run import Limits, SimClock, Simulation, Tally
+from simulator.world import Shares, make_world
 
 
-def sample_order(order_id: str, now: datetime | None = None,
-                 sku: str = "SKU-MUG") -> CloudEvent:
-    """A valid ``OrderPlaced`` CloudEvent as the shop ``demo-shop`` publishes it."""
-    now = now or datetime.now(UTC)
-    order = OrderPlaced(
-        order_id=order_id, shop_id="demo-shop", customer_ref="cust-1",
-        ship_to=Address(name="Ada Lovelace", line1="1 Loop Road", city="Lyon",
-                        postal_code="69001", country="FR"),
-        currency="EUR",
-        lines=(OrderLine(line_id="L1", sku=sku, quantity=2,
-                         unit_price=Money(amount=Decimal("12.50"), currency="EUR")),),
-        placed_at=now,
-    )
-    return wrap(order, id=str(uuid.uuid4()), source="shop/demo-shop", time=now)
+@dataclass(frozen=True)
+class DemoOptions:
+    orders: int = 300
+    rate: float = 10.0          # orders per real second
+    settle_s: float = 30.0      # simulated life after the last order, in real seconds
+    speed: float = 1200.0       # simulated seconds per real second
+    seed: int = 7
+    keep: bool = False
+    timeout_s: float = 120.0    # longest wait for the pipeline to catch up
+    shares: dict[str, float] = field(default_factory=dict)
+    summary_json: Path | None = None
 
 
-def start_worker(settings: Settings, stack: Stack, log_path: Path) -> Proc:
+#: Business settings of the demo's worker: at 1200x a real second is 20 minutes, so the
+#: payment window and the hold timeout get room for the pipeline's own latency.
+DEMO_ENV = {"DROPSHIP_PAYMENT_WINDOW_MINUTES": "360", "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": "720",
+            "DROPSHIP_DEADLINE_CHECK_S": "0.25"}
+
+
+def start_worker(stack: Stack, settings: Settings, log_path: Path,
+                 extra_env: dict[str, str]) -> Proc:
     """Start ``dropship worker`` as a child process pointed at ``stack``."""
     env = {**os.environ, **stack.env(), "DROPSHIP_WEB_PORT": str(free_port()),
-           "DROPSHIP_APP_ID": settings.app_id}
+           "DROPSHIP_APP_ID": settings.app_id, **extra_env}
     with log_path.open("ab") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "worker"], env=env,
@@ -76,131 +84,187 @@ def start_worker(settings: Settings, stack: Stack, log_path: Path) -> Proc:
     return Proc.of(popen.pid)
 
 
-class Script:
-    """Shops and suppliers of the demo, publishing on the real topics."""
+@dataclass
+class Outcome:
+    summary: dict[str, Any]
+    verdict: invariants.Verdict
+    tally: Tally
+    missing_dead_letters: list[tuple[str, int, int, str]]
+    failed_over: dict[str, Any] | None
+    prefix: str
 
-    def __init__(self, settings: Settings, console: Console) -> None:
-        self.settings, self.console = settings, console
-        self.run_id = uuid.uuid4().hex[:6]
-        self.sku, self.order_id = f"MUG-{self.run_id}", f"demo-{self.run_id}"
-        self.producer = create_producer(settings)
-        self.engine = create_engine(settings)
-        self.seq = 0
-        self.seen: str | None = None  # the last status shown
+    @property
+    def problems(self) -> list[str]:
+        found = []
+        if self.verdict.oversold:
+            found.append(f"{len(self.verdict.oversold)} (supplier, sku) oversold")
+        if self.verdict.unexplained:
+            ids = ", ".join(r["order_id"] for r in self.verdict.unexplained[:5])
+            found.append(f"{len(self.verdict.unexplained)} orders stuck without reason ({ids})")
+        if self.summary["orders"] != self.tally.orders:
+            found.append(f"{self.tally.orders} orders placed but {self.summary['orders']} known")
+        if self.missing_dead_letters:
+            found.append(f"{len(self.missing_dead_letters)} malformed messages not dead-lettered")
+        return found
 
-    async def send(self, payload: Message, source: str) -> None:
-        self.seq += 1
-        event = wrap(payload, id=f"demo-{self.run_id}-{self.seq}", source=source,
-                     time=datetime.now(UTC))
-        md = await self.producer.send_and_wait(payload.TOPIC, encode(event), key=key_of(event))
-        self.console.print(f"  {source:<22} -> {type(payload).__name__:<22} "
-                           f"{md.topic}[{md.partition}]@{md.offset}", highlight=False)
 
-    async def order(self) -> Order | None:
-        async with self.engine.connect() as conn:
-            doc = await conn.scalar(select(order_state.c.state)
-                                    .where(order_state.c.order_id == self.order_id))
-        return load_order(doc) if doc is not None else None
+class Driver:
+    """Steps 3-6, inside one event loop (clients are built in the loop that uses them)."""
 
-    async def until(self, what: str, check: Callable[[Order], bool], timeout_s: float) -> Order:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            order = await self.order()
-            if order is not None and status_of(order) != self.seen:
-                self.seen = status_of(order)
-                self.console.print(f"  order {self.order_id} is now [bold]{self.seen}[/bold]")
-            if order is not None and check(order):
-                return order
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"the pipeline did not reach '{what}' within {timeout_s:.0f} s")
+    def __init__(self, settings: Settings, options: DemoOptions, clock_file: Path,
+                 console: Console) -> None:
+        self.settings, self.options, self.console = settings, options, console
+        self.prefix = f"d{options.seed}-{secrets.token_hex(2)}"
+        self.window = timedelta(minutes=float(DEMO_ENV["DROPSHIP_PAYMENT_WINDOW_MINUTES"]))
+        self.world = make_world(options.seed, self.prefix, payment_window=self.window,
+                                shares=Shares().with_overrides(options.shares))
+        self.clock = SimClock(options.speed, file=clock_file)
+        self.engine: AsyncEngine = create_engine(settings)
+        self.sim = Simulation(settings, self.world, self.clock)
+        self.t0 = time.monotonic()
+        self.phase = "starting"
+        self.last: tuple[float, int] = (self.t0, 0)
 
-    async def play(self, timeout_s: float) -> Order:
-        """Steps 3-6 of the module docstring; returns the final order."""
-        await self.producer.start()
+    async def run(self) -> Outcome:
         try:
-            now = datetime.now(UTC)
-            for supplier, priority, stock in (("sup-primary", 1, 0), ("sup-backup", 2, 10)):
-                await self.send(SupplierOfferUpdated(
-                    supplier_id=supplier, sku=self.sku, priority=priority,
-                    unit_cost=Money(amount=Decimal("4.20"), currency="EUR"), lead_time_days=2,
-                    acknowledge_sla_hours=24, dispatch_sla_hours=48, active=True,
-                    updated_at=now), f"supplier/{supplier}")
-                await self.send(StockLevelReported(supplier_id=supplier, sku=self.sku,
-                                                   available=stock, as_of=now),
-                                f"supplier/{supplier}")
-            order = sample_order(self.order_id, sku=self.sku)
-            await self.send(order.data, "shop/demo-shop")
-            await self.send(PaymentConfirmed(
-                order_id=self.order_id, amount=Money(amount=Decimal("25.00"), currency="EUR"),
-                payment_ref="pay-demo", paid_at=datetime.now(UTC)), "shop/demo-shop")
-            routed = await self.until("sent to a supplier",
-                                      lambda o: any(so.live for so in o.supplier_orders.values()),
-                                      timeout_s)
-            so = next(so for so in routed.supplier_orders.values() if so.live)
-            supplier, source = so.supplier_id, f"supplier/{so.supplier_id}"
-            now = datetime.now(UTC)
-            await self.send(SupplierOrderAccepted(order_id=self.order_id, supplier_id=supplier,
-                                                  supplier_order_id=so.supplier_order_id,
-                                                  accepted_at=now), source)
-            await self.send(ShipmentDispatched(
-                order_id=self.order_id, supplier_order_id=so.supplier_order_id,
-                supplier_id=supplier, shipment_id=f"parcel-{self.run_id}",
-                lines=(LineQuantity(line_id="L1", quantity=2),), carrier="La Poste",
-                tracking_number=f"6A{self.run_id.upper()}FR", dispatched_at=now), source)
-            await self.send(ShipmentDelivered(order_id=self.order_id, supplier_id=supplier,
-                                              shipment_id=f"parcel-{self.run_id}",
-                                              delivered_at=datetime.now(UTC)), source)
-            return await self.until("delivered", lambda o: status_of(o) == "delivered",
-                                    timeout_s)
+            await self.sim.start()
+            with Live(console=self.console, refresh_per_second=4, transient=False) as live:
+                placing = asyncio.create_task(self.sim.place_orders(Limits(
+                    orders=self.options.orders, duration_s=None, rate=self.options.rate)))
+                self.phase = "shops placing orders"
+                while not placing.done():
+                    live.update(await self.view())
+                    await asyncio.sleep(0.5)
+                await placing
+                self.phase = "suppliers shipping, customers receiving"
+                until = time.monotonic() + self.options.settle_s
+                while time.monotonic() < until:
+                    live.update(await self.view())
+                    await asyncio.sleep(0.5)
+                tally = await self.sim.stop()
+                self.phase = "pipeline catching up"
+                await self.catch_up(live)
+                live.update(await self.view())
+            return await self.outcome(tally)
         finally:
-            await self.producer.stop()
             await self.engine.dispose()
 
+    async def catch_up(self, live: Live) -> None:
+        deadline, quiet = time.monotonic() + self.options.timeout_s, 0
+        while time.monotonic() < deadline and quiet < 3:
+            left = await backlog(self.settings, self.engine)
+            quiet = quiet + 1 if left == 0 else 0
+            live.update(await self.view())
+            await asyncio.sleep(0.5)
+        if quiet < 3:
+            raise TimeoutError(
+                f"the pipeline did not catch up within {self.options.timeout_s:.0f} s")
 
-async def play(settings: Settings, console: Console, timeout_s: float) -> Order:
-    """Run the script; clients are built inside the event loop that uses them."""
-    return await Script(settings, console).play(timeout_s)
+    async def counts(self) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT status, count(*) FROM read.order_status WHERE order_id LIKE :p "
+                "GROUP BY status"), {"p": queries.like(self.prefix)})
+            return {status: n for status, n in rows}
+
+    async def view(self) -> Group:
+        counts = await self.counts()
+        summary = await queries.run_summary(self.engine, self.prefix)
+        now, seen = time.monotonic(), sum(counts.values())
+        rate = (seen - self.last[1]) / max(1e-3, now - self.last[0])
+        self.last = (now, seen)
+        head = Table.grid(padding=(0, 2))
+        head.add_row(f"[bold]{self.phase}[/]", f"simulated time {self.clock.now():%a %H:%M}",
+                     f"{now - self.t0:.0f} s")
+        head.add_row(f"orders placed {self.sim.tally.orders}", f"known to ops {seen}",
+                     f"{rate:.0f} orders/s into the read models")
+        head.add_row(f"failovers {summary['failovers']}", f"backorders {summary['backorders']}",
+                     f"dead letters {summary['dead_letters']}")
+        status = table("orders by status", [{"status": s, "orders": n}
+                                            for s, n in sorted(counts.items())],
+                       ("status", "orders"))
+        return Group(head, status)
+
+    async def outcome(self, tally: Tally) -> Outcome:
+        summary = await queries.run_summary(self.engine, self.prefix)
+        verdict = await invariants.check(self.engine, self.prefix, self.clock.now(),
+                                         payment_window=self.window,
+                                         grace=timedelta(seconds=10 * self.options.speed))
+        async with self.engine.connect() as conn:
+            kept = {(t, p, o) for t, p, o in await conn.execute(text(
+                "SELECT source_topic, source_partition, source_offset FROM read.dead_letters"))}
+        missing = [m for m in tally.malformed if m[:3] not in kept]
+        order_id = await queries.failed_over_order(self.engine, self.prefix)
+        view = None if order_id is None else await queries.order_view(self.engine, order_id)
+        return Outcome(summary, verdict, tally, missing, view, self.prefix)
 
 
-def show(console: Console, order: Order) -> None:
-    table = Table(title=f"order {order.order_id}")
-    table.add_column("field")
-    table.add_column("value")
-    table.add_row("status", status_of(order))
-    for so in order.supplier_orders.values():
-        table.add_row(f"supplier order {so.supplier_order_id[:15]}...",
-                      f"{so.supplier_id}: {so.state}")
-    for line in order.lines.values():
-        table.add_row(f"line {line.line_id} ({line.sku})",
-                      f"{line.quantity} ordered, reserved at {dict(line.reserved)}, "
-                      f"{line.shipped} shipped, {line.delivered} delivered")
-    for shipment in order.shipments.values():
-        table.add_row(f"parcel {shipment.shipment_id}",
-                      f"{shipment.carrier} {shipment.tracking_number}")
-    console.print(table)
+def show(console: Console, out: Outcome) -> None:
+    s = out.summary
+    console.print(f"\n[bold]summary[/] of run {out.prefix} (the figures of `dropship ops`):")
+    console.print(table("orders by status", [{"status": k, "orders": v}
+                                             for k, v in s["statuses"].items()],
+                        ("status", "orders")))
+    console.print(f"failovers {s['failovers']} ({s['orders_failed_over']} orders), "
+                  f"backorders {s['backorders']}, stuck {s['stuck']}, shipments "
+                  f"{s['shipments']}, returns {s['returns']}, dead letters {s['dead_letters']} "
+                  f"({', '.join(f'{k}: {v}' for k, v in s['dead_letters_by_rule'].items())})")
+    console.print(table("supplier scorecard", s["suppliers"], (
+        "supplier_id", "requested", "accepted", "rejected", "acknowledge_sla_misses",
+        "dispatch_sla_misses", "on_time_dispatch_rate", "failovers_away", "returns_rate")))
+    waiting = ", ".join(f"{k}: {v}" for k, v in sorted(out.verdict.waiting.items()))
+    console.print(f"orders by state: {waiting}")
+    sent = out.tally
+    console.print(f"the simulator sent {sum(sent.sent.values())} messages for {sent.orders} "
+                  f"orders; faults injected: {dict(sent.faults) or 'none'}")
+    if out.failed_over is None:
+        console.print("no order failed over this time (try more orders or another --seed)")
+    else:
+        order_id = out.failed_over["order"]["order_id"]
+        console.print(f"\n[bold]an order that failed over to a backup supplier[/]: {order_id}")
+        for part in order_parts(order_id, out.failed_over, compact=True):
+            console.print(part)
 
 
-def run(settings: Settings, *, keep: bool, timeout_s: float, console: Console) -> bool:
+def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
     """The demo (steps in the module docstring)."""
+    if not console.is_terminal:  # a log or a pipe: wide enough for the tables
+        console = Console(width=130, highlight=False)
     stack, started = up(settings.state_dir, settings.dev_kafka_port, settings.dev_pg_port)
     console.print(f"stack {'started' if started else 'already running'}: "
                   f"kafka {stack.bootstrap_servers}, postgres 127.0.0.1:{stack.pg_port}")
     live = settings.model_copy(update={"kafka_bootstrap_servers": stack.bootstrap_servers,
                                        "database_url": stack.database_url})
+    clock_file = stack.state_dir / "demo-clock"
     worker: Proc | None = None
     try:
         upgrade_sync(live)
         asyncio.run(ensure_topics(live))
         console.print("database migrated, topics created")
-        worker = start_worker(live, stack, stack.state_dir / "worker.log")
-        console.print(f"worker started (pid {worker.pid}, log {stack.state_dir}/worker.log)")
-        final = asyncio.run(play(live, console, timeout_s))
-        show(console, final)
-        return status_of(final) == "delivered"
+        set_file_time(clock_file, datetime.now(UTC))  # the worker reads it from the start
+        worker = start_worker(stack, live, stack.state_dir / "worker.log",
+                              {**DEMO_ENV, "DROPSHIP_CLOCK_FILE": str(clock_file)})
+        console.print(f"worker started (pid {worker.pid}, log {stack.state_dir}/worker.log); "
+                      f"1 real second = {options.speed / 60:g} simulated minutes")
+        out = asyncio.run(Driver(live, options, clock_file, console).run())
+        show(console, out)
+        if options.summary_json is not None:
+            options.summary_json.write_text(json.dumps(plain({
+                "prefix": out.prefix, "summary": out.summary, "placed": out.tally.orders,
+                "sent": dict(out.tally.sent), "faults": dict(out.tally.faults),
+                "malformed": out.tally.malformed, "waiting": dict(out.verdict.waiting),
+                "problems": out.problems}), indent=2))
+        for problem in out.problems:
+            console.print(f"[bold red]invariant broken[/]: {problem}")
+        if not out.problems:
+            console.print("[bold green]invariants held[/]: no oversell, every order finished or "
+                          "waiting for a stated reason, nothing lost, every malformed message "
+                          "dead-lettered")
+        return not out.problems
     finally:
         if worker is not None:
             worker.stop(timeout_s=20)
             console.print("worker stopped")
-        if started and not keep:
+        if started and not options.keep:
             down(stack.state_dir)
             console.print("stack stopped (use --keep to leave it running)")

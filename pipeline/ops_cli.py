@@ -10,13 +10,10 @@ one line on stderr and exit 1; an unreachable database is one line (through
 from __future__ import annotations
 
 import asyncio
-import base64
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta
-from decimal import Decimal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -30,15 +27,14 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents import allocation, orders
 from pipeline.db import create_engine
-from pipeline.lag import Lag, broker_ends, lag_report, logged_ends
 from pipeline.publisher import check_lines, send_valid
+from pipeline.render import order_parts, plain, table
 from pipeline.settings import Settings, load_settings
-from projections import projector, queries
+from projections import queries
+from projections.catchup import lag_rows
 from projections.rebuild import NAMES, count_events, rebuild
 
 ops_app = typer.Typer(help="What ops ask: stuck orders, backorders, suppliers, dead letters, "
@@ -51,8 +47,6 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 LimitOpt = Annotated[int, typer.Option(help="At most this many rows", min=1)]
 T = TypeVar("T")
-CONSUMERS = {projector.CONSUMER: projector.TOPICS, allocation.CONSUMER: allocation.TOPICS,
-             orders.CONSUMER: orders.TOPICS}
 
 
 def fail(message: str) -> NoReturn:
@@ -72,50 +66,9 @@ def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]],
     return asyncio.run(run())
 
 
-def _plain(value: Any) -> Any:
-    """A JSON-ready value."""
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return round(value.total_seconds(), 3)
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode()
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(value, timedelta):
-        hours = value.total_seconds() / 3600
-        return f"{hours:.1f} h" if abs(hours) < 48 else f"{hours / 24:.1f} d"
-    if isinstance(value, list):
-        return ", ".join(map(str, value)) or "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-    return str(value)
-
-
-def _table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> Table:
-    table = Table(title=title, title_justify="left")
-    for col in columns:
-        table.add_column(col)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    return table
-
-
 def _emit(as_json: bool, data: Any, render: Callable[[], None]) -> None:
     if as_json:
-        sys.stdout.write(json.dumps(_plain(data), indent=2) + "\n")
+        sys.stdout.write(json.dumps(plain(data), indent=2) + "\n")
     else:
         render()
 
@@ -130,28 +83,8 @@ def order_show(order_id: str, as_json: JsonOpt = False) -> None:
         fail(f"order {order_id!r} is unknown to the read models")
 
     def render() -> None:
-        o = view["order"] or {}
-        out.print(f"[bold]{order_id}[/] shop {_cell(o.get('shop_id'))}: "
-                  f"[bold]{_cell(o.get('status'))}[/] since {_cell(o.get('status_since'))}"
-                  f"  total {_cell(o.get('total'))} {_cell(o.get('currency'))}")
-        out.print(f"suppliers: {_cell(o.get('suppliers'))}   tracking: "
-                  f"{_cell(o.get('tracking_numbers'))}   last reason: "
-                  f"{_cell(o.get('last_reason'))}")
-        out.print(_table("lines", view["lines"], (
-            "line_id", "sku", "quantity", "allocations", "backordered", "shipped", "delivered",
-            "returned", "reroutes")))
-        out.print(_table("supplier orders", view["supplier_orders"], (
-            "supplier_order_id", "supplier_id", "units", "requested_at", "accepted_at",
-            "rejected_at", "cancel_cause", "dispatched_at")))
-        if view["shipments"]:
-            out.print(_table("shipments", view["shipments"], (
-                "shipment_id", "supplier_id", "carrier", "tracking_number", "units",
-                "dispatched_at", "delivered_at")))
-        if view["returns"]:
-            out.print(_table("returns", view["returns"], (
-                "rma_id", "state", "authorized_by", "refund_amount", "refund_currency")))
-        out.print(_table("timeline", view["timeline"], ("time", "source", "summary",
-                                                        "refused")))
+        for part in order_parts(order_id, view):
+            out.print(part)
 
     _emit(as_json, view, render)
 
@@ -162,7 +95,7 @@ def order_show(order_id: str, as_json: JsonOpt = False) -> None:
 def ops_stuck(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """Orders past a deadline, held for ops or with payment held: why, and for how long."""
     rows = _with_engine(lambda e: queries.stuck(e, limit))
-    _emit(as_json, rows, lambda: out.print(_table(f"stuck orders ({len(rows)})", rows, (
+    _emit(as_json, rows, lambda: out.print(table(f"stuck orders ({len(rows)})", rows, (
         "order_id", "shop_id", "status", "problem", "reason", "since", "waiting"))))
 
 
@@ -170,7 +103,7 @@ def ops_stuck(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
 def ops_backorders(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """Order lines waiting for stock, oldest first."""
     rows = _with_engine(lambda e: queries.backorders(e, limit))
-    _emit(as_json, rows, lambda: out.print(_table(f"backorders ({len(rows)})", rows, (
+    _emit(as_json, rows, lambda: out.print(table(f"backorders ({len(rows)})", rows, (
         "order_id", "line_id", "sku", "quantity", "allocated", "backordered", "since",
         "waiting"))))
 
@@ -179,7 +112,7 @@ def ops_backorders(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
 def ops_suppliers(as_json: JsonOpt = False) -> None:
     """The supplier scorecard."""
     rows = _with_engine(queries.scorecard)
-    _emit(as_json, rows, lambda: out.print(_table("supplier scorecard", rows, (
+    _emit(as_json, rows, lambda: out.print(table("supplier scorecard", rows, (
         "supplier_id", "requested", "accepted", "rejected", "acknowledge_sla_misses",
         "dispatch_sla_misses", "on_time_dispatch_rate", "mean_hours_to_dispatch",
         "failovers_away", "returns_rate"))))
@@ -198,7 +131,7 @@ def ops_dead_letters(
         _replay(replay, file)
         return
     rows = _with_engine(lambda e: queries.dead_letters(e, limit))
-    _emit(as_json, rows, lambda: out.print(_table(f"dead letters ({len(rows)})", rows, (
+    _emit(as_json, rows, lambda: out.print(table(f"dead letters ({len(rows)})", rows, (
         "id", "dead_lettered_at", "consumer", "source_topic", "source_offset", "original_key",
         "rule", "error"))))
 
@@ -238,17 +171,11 @@ def _replay(letter_id: str, file: Path | None) -> None:
 def ops_lag(as_json: JsonOpt = False) -> None:
     """Per consumer and partition: checkpoint, last offset written, lag."""
     settings = load_settings()
-
-    async def work(engine: AsyncEngine) -> list[Lag]:
-        every = {t for ts in CONSUMERS.values() for t in ts}
-        ends = await broker_ends(settings, every)
-        return await lag_report(engine, CONSUMERS, ends, await logged_ends(engine, every))
-
-    rows = _with_engine(work, settings)
+    rows = _with_engine(lambda engine: lag_rows(settings, engine), settings)
     data = [{"consumer": r.consumer, "topic": r.topic, "partition": r.partition,
              "checkpoint": r.checkpoint, "last_offset": r.last_offset, "lag": r.lag,
              "source": r.source} for r in rows]
-    _emit(as_json, data, lambda: out.print(_table("consumer lag", data, (
+    _emit(as_json, data, lambda: out.print(table("consumer lag", data, (
         "consumer", "topic", "partition", "checkpoint", "last_offset", "lag", "source"))))
 
 

@@ -11,10 +11,18 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from events.fulfillment import FAILOVER_CAUSES
 from events.topics import INPUT_TOPICS
 from projections.tables import dead_letter_replays, read_tables
 
 Row = dict[str, Any]
+
+
+def like(prefix: str) -> str:
+    """A LIKE pattern matching the ids that start with ``prefix``."""
+    return prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%"
+
+
 T = read_tables()
 
 
@@ -112,3 +120,56 @@ async def record_replay(engine: AsyncEngine, letter_id: str, event_id: str, topi
         await conn.execute(dead_letter_replays.insert().values(
             dead_letter_id=letter_id, event_id=event_id, topic=topic,
             replayed_at=datetime.now(UTC), replayed_by=by))
+
+
+async def run_summary(engine: AsyncEngine, prefix: str) -> Row:
+    """The figures of ``dropship ops ...`` for the orders, skus and suppliers whose ids
+    start with ``prefix`` (one simulator run): orders by status, failovers,
+    backorders, dead letters by rule, and each supplier's scorecard row."""
+    params = {"p": like(prefix)}
+    causes = ", ".join(f"'{c}'" for c in FAILOVER_CAUSES)
+    async with engine.connect() as conn:
+        async def scalar(sql: str) -> int:
+            return int(await conn.scalar(text(sql), params) or 0)
+
+        statuses = {r.status: r.n for r in await conn.execute(text(
+            "SELECT status, count(*) AS n FROM read.order_status WHERE order_id LIKE :p "
+            "GROUP BY status ORDER BY status"), params)}
+        rules = {r.rule: r.n for r in await conn.execute(text(
+            "SELECT rule, count(*) AS n FROM read.dead_letters WHERE original_key LIKE :p "
+            "GROUP BY rule ORDER BY rule"), params)}
+        return {
+            "orders": sum(statuses.values()),
+            "statuses": statuses,
+            "failovers": await scalar(
+                "SELECT count(*) FROM read.supplier_orders WHERE order_id LIKE :p "
+                f"AND cancel_cause IN ({causes})"),
+            "orders_failed_over": await scalar(
+                "SELECT count(DISTINCT order_id) FROM read.supplier_orders "
+                f"WHERE order_id LIKE :p AND cancel_cause IN ({causes})"),
+            "backorders": await scalar(
+                "SELECT count(*) FROM read.backorders WHERE order_id LIKE :p"),
+            "stuck": await scalar("SELECT count(*) FROM read.stuck_orders WHERE order_id LIKE :p"),
+            "dead_letters": sum(rules.values()),
+            "dead_letters_by_rule": rules,
+            "shipments": await scalar(
+                "SELECT count(*) FROM read.shipments WHERE order_id LIKE :p"),
+            "returns": await scalar("SELECT count(*) FROM read.returns WHERE order_id LIKE :p"),
+            "suppliers": _rows(await conn.execute(text(
+                "SELECT * FROM read.supplier_scorecard WHERE supplier_id LIKE :p "
+                "ORDER BY supplier_id"), params)),
+        }
+
+
+async def failed_over_order(engine: AsyncEngine, prefix: str) -> str | None:
+    """An order of the run that failed over to another supplier, the furthest along first."""
+    causes = ", ".join(f"'{c}'" for c in FAILOVER_CAUSES)
+    async with engine.connect() as conn:
+        found = await conn.scalar(text(f"""
+            SELECT o.order_id FROM read.order_status o
+             WHERE o.order_id LIKE :p AND EXISTS (
+                   SELECT 1 FROM read.supplier_orders s WHERE s.order_id = o.order_id
+                      AND s.cancel_cause IN ({causes}))
+             ORDER BY o.status = 'delivered' DESC, o.dispatched_at IS NOT NULL DESC, o.order_id
+             LIMIT 1"""), {"p": like(prefix)})
+    return None if found is None else str(found)

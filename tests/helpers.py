@@ -7,8 +7,15 @@ import os
 import subprocess
 import sys
 import tempfile
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+from events.envelope import CloudEvent, wrap
+from events.orders import OrderLine, OrderPlaced
+from events.types import Address, Money
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -51,10 +58,25 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.
     )
 
 
+def sample_order(order_id: str, now: datetime | None = None,
+                 sku: str = "SKU-MUG") -> CloudEvent:
+    """A valid ``OrderPlaced`` CloudEvent as the shop ``demo-shop`` publishes it."""
+    now = now or datetime.now(UTC)
+    order = OrderPlaced(
+        order_id=order_id, shop_id="demo-shop", customer_ref="cust-1",
+        ship_to=Address(name="Ada Lovelace", line1="1 Loop Road", city="Lyon",
+                        postal_code="69001", country="FR"),
+        currency="EUR",
+        lines=(OrderLine(line_id="L1", sku=sku, quantity=2,
+                         unit_price=Money(amount=Decimal("12.50"), currency="EUR")),),
+        placed_at=now,
+    )
+    return wrap(order, id=str(uuid.uuid4()), source="shop/demo-shop", time=now)
+
+
 def order_event(order_id: str) -> dict[str, Any]:
     """Factory: a valid CloudEvents ``OrderPlaced`` (as JSON) as a shop would publish it."""
     from events.codec import encode
-    from pipeline.demo import sample_order
 
     event: dict[str, Any] = json.loads(encode(sample_order(order_id)))
     return event

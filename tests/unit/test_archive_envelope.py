@@ -38,7 +38,7 @@ def test_overlong_ids_are_truncated() -> None:
 
 def test_valid_events_are_read_with_the_codec() -> None:
     from events.codec import encode
-    from pipeline.demo import sample_order
+    from tests.helpers import sample_order
 
     event = sample_order("o-77")
     assert envelope_fields(encode(event)) == (event.id, "dropship.order.placed.v1", "o-77")

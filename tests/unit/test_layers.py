@@ -12,8 +12,9 @@ import pytest
 
 from tests.helpers import REPO
 
-PACKAGES = ("events", "pipeline", "agents", "projections")
-ENTRY_POINTS = {"pipeline.cli", "pipeline.worker", "pipeline.demo", "pipeline.ops_cli"}
+PACKAGES = ("events", "pipeline", "agents", "projections", "simulator")
+ENTRY_POINTS = {"pipeline.cli", "pipeline.worker", "pipeline.demo", "pipeline.ops_cli",
+                "pipeline.simulate"}
 FRAMEWORKS = ("faust", "aiokafka", "sqlalchemy", "asyncpg", "mode")
 
 

@@ -1,0 +1,88 @@
+"""The pipeline's invariants, checked over the read models (the demo's exit code).
+
+Who calls it: ``dropship demo`` once the pipeline has caught up, and tests.
+:func:`check` guarantees to report, for the orders and skus whose ids start
+with ``prefix``:
+1. **oversell**: every (supplier, sku) whose reserved units exceed the stock it
+   reported (or whose remaining budget is negative);
+2. **unexplained orders**: every order neither finished (delivered, cancelled,
+   returned, refunded) nor in an explained waiting state: awaiting payment
+   inside its window, waiting for stock, held with a reason, waiting for a
+   supplier before its deadline, in transit, a return in progress, or changed
+   within ``grace``. Deadlines are compared with ``now``, the pipeline's clock
+   (the demo's is simulated), allowing ``grace`` for the pipeline to act.
+It only reads; a database error propagates.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import DateTime, Interval, bindparam, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from projections.queries import like
+
+TERMINAL = ("delivered", "cancelled", "returned", "refunded")
+
+WAITING = text("""
+SELECT o.order_id, o.status, o.last_reason,
+  CASE
+    WHEN o.status IN ('delivered', 'cancelled', 'returned', 'refunded') THEN 'finished'
+    WHEN o.status IN ('payment_held', 'held_for_ops') AND o.last_reason IS NOT NULL
+      THEN 'held for ops'
+    WHEN o.paid_at IS NULL AND o.placed_at + :window > :now - :grace THEN 'awaiting payment'
+    WHEN EXISTS (SELECT 1 FROM read.order_lines l
+                  WHERE l.order_id = o.order_id AND l.backordered > 0) THEN 'waiting for stock'
+    WHEN o.status = 'return_requested' THEN 'return in progress'
+    WHEN EXISTS (SELECT 1 FROM read.supplier_orders s
+                  WHERE s.order_id = o.order_id AND s.cancelled_at IS NULL
+                    AND s.rejected_at IS NULL AND s.dispatched_at IS NULL
+                    AND CASE WHEN s.accepted_at IS NULL THEN s.acknowledge_by
+                             ELSE s.dispatch_by END > :now - :grace)
+      THEN 'waiting for supplier'
+    WHEN EXISTS (SELECT 1 FROM read.shipments h
+                  WHERE h.order_id = o.order_id AND h.delivered_at IS NULL) THEN 'in transit'
+    WHEN o.status_since > :now - :grace THEN 'in progress'
+  END AS waiting
+  FROM read.order_status o
+ WHERE o.order_id LIKE :prefix
+""").bindparams(bindparam("now", type_=DateTime(timezone=True)),
+                bindparam("window", type_=Interval), bindparam("grace", type_=Interval))
+
+OVERSOLD = text("""
+SELECT supplier_id, sku, reported_available, reserved, remaining
+  FROM read.supplier_stock
+ WHERE sku LIKE :prefix AND (reserved > reported_available OR remaining < 0)
+""")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What :func:`check` found; ``ok`` when no invariant is broken."""
+
+    orders: int
+    waiting: Counter[str] = field(default_factory=Counter)  # explanation -> orders
+    unexplained: list[dict[str, Any]] = field(default_factory=list)
+    oversold: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.unexplained and not self.oversold
+
+
+async def check(engine: AsyncEngine, prefix: str, now: datetime, *,
+                payment_window: timedelta, grace: timedelta) -> Verdict:
+    """Steps 1-2 of the module docstring."""
+    pattern = like(prefix)
+    async with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in await conn.execute(WAITING, {
+            "prefix": pattern, "now": now, "window": payment_window, "grace": grace})]
+        oversold = [dict(r._mapping) for r in await conn.execute(OVERSOLD, {"prefix": pattern})]
+    return Verdict(orders=len(rows),
+                   waiting=Counter(r["waiting"] for r in rows if r["waiting"]),
+                   unexplained=[r for r in rows if r["waiting"] is None],
+                   oversold=oversold)

@@ -1,0 +1,140 @@
+"""The simulated market: shops, suppliers, a catalog, and how often each behaves how.
+
+Pure and seeded: :func:`make_world` returns the same world for the same seed
+and options, and every later choice about one order or one supplier order is
+drawn from :func:`rng_for` of its id, so a run's behaviour does not depend on
+the order in which Kafka happens to deliver things.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from decimal import Decimal
+
+#: Countries shops sell to; every supplier ships to most, not all, of them.
+COUNTRIES = ("FR", "DE", "ES", "IT", "NL", "BE", "GB", "US")
+CURRENCIES = ("EUR", "USD", "GBP")
+CARRIERS = ("La Poste", "DHL", "UPS", "GLS", "DPD", "Royal Mail")
+
+
+@dataclass(frozen=True)
+class Shares:
+    """How often shops and suppliers do what (each a probability from 0 to 1).
+
+    Shop shares are per order, supplier shares per supplier order. The fault
+    shares (``duplicate``, ``reorder``, ``malformed``) apply to shop messages.
+    """
+
+    pay: float = 0.93            # orders paid at all (the rest never are: the window cancels them)
+    pay_late: float = 0.08       # of paid orders: paid late, some after the payment window
+    cancel: float = 0.03         # orders the shop cancels
+    confirm_delivery: float = 0.6  # delivered orders the customer confirms
+    return_: float = 0.06        # delivered orders with a return request
+    duplicate: float = 0.02      # shop messages sent twice (same id)
+    reorder: float = 0.02        # payments sent before their order
+    malformed: float = 0.01      # orders followed by a garbled copy
+    reject: float = 0.03         # supplier orders refused for no stock-related reason
+    silent: float = 0.02         # supplier orders never answered (acknowledge SLA missed)
+    late_dispatch: float = 0.01  # accepted supplier orders dispatched after their SLA
+    resellable: float = 0.9      # returned goods that go back to stock
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name.rstrip("_") for f in fields(cls)]
+
+    def with_overrides(self, pairs: dict[str, float]) -> Shares:
+        """A copy with ``name=value`` overrides; raises ValueError naming a bad pair."""
+        known = {f.name.rstrip("_"): f.name for f in fields(self)}
+        update: dict[str, float] = {}
+        for name, value in pairs.items():
+            if name not in known:
+                raise ValueError(f"unknown share '{name}'; known: {', '.join(known)}")
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"share '{name}' must be between 0 and 1, got {value}")
+            update[known[name]] = value
+        return Shares(**{**{f.name: getattr(self, f.name) for f in fields(self)}, **update})
+
+
+@dataclass(frozen=True)
+class Offer:
+    supplier_id: str
+    sku: str
+    priority: int
+    unit_cost: Decimal
+    currency: str
+    acknowledge_sla_hours: int
+    dispatch_sla_hours: int
+    lead_time_days: int
+    initial_stock: int
+
+
+@dataclass(frozen=True)
+class SupplierProfile:
+    supplier_id: str
+    countries: frozenset[str]
+    reliability: float  # multiplies the reject/silent/late shares (0.5 good .. 2 poor)
+    offers: tuple[Offer, ...]
+
+
+@dataclass(frozen=True)
+class ShopProfile:
+    shop_id: str
+    currency: str
+    countries: tuple[str, ...]
+    prices: dict[str, Decimal] = field(hash=False)
+
+
+@dataclass(frozen=True)
+class World:
+    seed: int
+    prefix: str
+    skus: tuple[str, ...]
+    suppliers: tuple[SupplierProfile, ...]
+    shops: tuple[ShopProfile, ...]
+    shares: Shares
+    payment_window: timedelta = timedelta(hours=1)  # the platform's; late payers straddle it
+
+    def supplier(self, supplier_id: str) -> SupplierProfile | None:
+        return next((s for s in self.suppliers if s.supplier_id == supplier_id), None)
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """A generator for one decision about one thing: same seed and parts, same draws."""
+    return random.Random("/".join([str(seed), *map(str, parts)]))  # noqa: S311 (not crypto)
+
+
+def make_world(seed: int, prefix: str, *, shops: int = 3, suppliers: int = 6, skus: int = 40,
+               shares: Shares | None = None, stock: tuple[int, int] = (5, 60),
+               payment_window: timedelta = timedelta(hours=1)) -> World:
+    """A market of ``shops`` shops and ``suppliers`` suppliers over ``skus`` skus; each sku
+    is carried by 1-4 suppliers with distinct priorities, costs and SLAs."""
+    rng = rng_for(seed, "world")
+    sku_ids = tuple(f"{prefix}-SKU-{i:04d}" for i in range(skus))
+    supplier_ids = [f"{prefix}-sup-{i}" for i in range(suppliers)]
+    carried: dict[str, list[Offer]] = {s: [] for s in supplier_ids}
+    for sku in sku_ids:
+        chosen = rng.sample(supplier_ids, rng.randint(1, min(4, suppliers)))
+        base = Decimal(rng.randint(200, 4000)) / 100
+        for priority, supplier in enumerate(chosen, start=1):
+            cost = (base * Decimal(rng.uniform(0.8, 1.3))).quantize(Decimal("0.01"))
+            carried[supplier].append(Offer(
+                supplier_id=supplier, sku=sku, priority=priority, unit_cost=cost,
+                currency="EUR", acknowledge_sla_hours=rng.choice((2, 4, 6, 8)),
+                dispatch_sla_hours=rng.choice((24, 36, 48, 72)),
+                lead_time_days=rng.randint(1, 7), initial_stock=rng.randint(*stock)))
+    profiles = tuple(
+        SupplierProfile(supplier_id=s,
+                        countries=frozenset(rng.sample(COUNTRIES,
+                                                       len(COUNTRIES) - rng.choice((0, 0, 1)))),
+                        reliability=rng.choice((0.5, 1.0, 1.0, 1.5, 2.0)),
+                        offers=tuple(carried[s]))
+        for s in supplier_ids)
+    shop_profiles = tuple(
+        ShopProfile(shop_id=f"{prefix}-shop-{i}", currency=CURRENCIES[i % len(CURRENCIES)],
+                    countries=tuple(rng.sample(COUNTRIES, rng.randint(3, 6))),
+                    prices={sku: Decimal(rng.randint(500, 9000)) / 100 for sku in sku_ids})
+        for i in range(shops))
+    return World(seed=seed, prefix=prefix, skus=sku_ids, suppliers=profiles,
+                 shops=shop_profiles, shares=shares or Shares(), payment_window=payment_window)
