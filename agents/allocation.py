@@ -89,12 +89,11 @@ async def lock_states(conn: AsyncConnection, skus: set[str]) -> dict[str, core.S
 async def save_states(conn: AsyncConnection, states: Sequence[core.SkuState]) -> None:
     if not states:
         return
-    stmt = insert(allocation_state).values(
-        [{"sku": s.sku, "state": dump_state(s)} for s in states])
+    stmt = insert(allocation_state)
     await conn.execute(stmt.on_conflict_do_update(
         index_elements=[allocation_state.c.sku],
         set_={"state": stmt.excluded.state, "updated_at": stmt.excluded.updated_at},
-    ))
+    ), [{"sku": s.sku, "state": dump_state(s)} for s in states])
 
 
 # --- the handler -----------------------------------------------------------------

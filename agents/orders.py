@@ -92,13 +92,13 @@ async def save_orders(conn: AsyncConnection, orders: Sequence[tuple[Order, int]]
                       policy: Policy) -> None:
     if not orders:
         return
-    stmt = insert(order_state).values([
-        {"order_id": o.order_id, "partition": p, "state": dump_order(o),
-         "next_deadline": order_rules.next_deadline(o, policy)} for o, p in orders])
+    stmt = insert(order_state)
     await conn.execute(stmt.on_conflict_do_update(
         index_elements=[order_state.c.order_id],
         set_={"state": stmt.excluded.state, "next_deadline": stmt.excluded.next_deadline,
-              "updated_at": stmt.excluded.updated_at}))
+              "updated_at": stmt.excluded.updated_at}),
+        [{"order_id": o.order_id, "partition": p, "state": dump_order(o),
+          "next_deadline": order_rules.next_deadline(o, policy)} for o, p in orders])
 
 
 # --- events -> decisions -----------------------------------------------------------

@@ -101,6 +101,8 @@ async def log_records(conn: AsyncConnection, records: Sequence[LoggedRecord]) ->
         }
         for r in records
     ]
-    stmt = insert(event_log).values(rows).on_conflict_do_nothing()
-    result = await conn.execute(stmt)
-    return int(result.rowcount)
+    # executemany: one cached statement, batched by SQLAlchemy's insertmanyvalues
+    # (a multi-row .values() is compiled afresh each time: most of a batch's CPU)
+    result = await conn.execute(insert(event_log).on_conflict_do_nothing()
+                                .returning(event_log.c.offset), rows)
+    return len(result.all())

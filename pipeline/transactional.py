@@ -307,10 +307,9 @@ class Processor:
             return []
         rows = [{"consumer": self.handler.consumer, "source": s, "event_id": i}
                 for s, i in unique]
-        result = await conn.execute(
-            insert(processed_events).values(rows).on_conflict_do_nothing()
-            .returning(processed_events.c.source, processed_events.c.event_id)
-        )
+        result = await conn.execute(  # executemany: one cached statement (see log_records)
+            insert(processed_events).on_conflict_do_nothing()
+            .returning(processed_events.c.source, processed_events.c.event_id), rows)
         new_keys = {(s, i) for s, i in result}
         return [inc for key, inc in unique.items() if key in new_keys]
 
@@ -321,7 +320,7 @@ async def write_outbox(conn: AsyncConnection, producer: str, events: Sequence[Cl
         return
     rows = [{"event_id": e.id, "producer": producer, "topic": e.data.TOPIC,
              "key": key_of(e), "value": encode(e)} for e in events]
-    await conn.execute(insert(outbox).values(rows).on_conflict_do_nothing())
+    await conn.execute(insert(outbox).on_conflict_do_nothing(), rows)
 
 
 @dataclass

@@ -125,6 +125,9 @@ class Simulation:
         self._errors: list[BaseException] = []
         self._record: IO[str] | None = record.open("a") if record else None
         self._closing = False
+        #: order id -> time.monotonic() when its placement was handed to the producer
+        #: (kept only when set to a dict: the benchmark's latency clock)
+        self.placed_at: dict[str, float] | None = None
 
     # --- life cycle ---------------------------------------------------------------
 
@@ -186,6 +189,8 @@ class Simulation:
                 continue
             shop = self.shops[n % len(self.shops)]
             plan = shop.place(self.tally.orders, self.clock.now())
+            if self.placed_at is not None:
+                self.placed_at[shop.order_id(self.tally.orders)] = time.monotonic()
             self.tally.orders += 1
             n += 1
             await self._do(shop.source, plan)
