@@ -1,6 +1,7 @@
 """End-to-end benchmark: the whole pipeline against a raw aiokafka pass-through, in one run
 on one broker and one database.
 
+    .venv/bin/pip install -e '.[bench]'   # matplotlib, py-spy
     .venv/bin/python bench/e2e.py [--orders 100000] [--latency-rate 500] [--latency-s 20]
 
 Starts its own embedded stack (broker + Postgres) in a temporary folder on free ports,
@@ -343,6 +344,7 @@ def main() -> None:
         if worker is not None:
             worker.stop(timeout_s=30)
         down(temp)
+        shutil.rmtree(stack.pg_dir, ignore_errors=True)  # may live outside temp
         shutil.rmtree(temp, ignore_errors=True)
 
 
