@@ -35,7 +35,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipeline.db import create_engine
 from pipeline.devstack import down, up
-from pipeline.devstack.processes import Proc, free_port
+from pipeline.devstack.processes import Proc, spawn_worker
 from pipeline.kafka import client_options, create_producer, ensure_topics
 from pipeline.migrate import upgrade_sync
 from pipeline.settings import Settings
@@ -261,15 +260,6 @@ def chart(result: dict[str, Any], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def start_worker(settings: Settings, env: dict[str, str], log: Path) -> Proc:
-    full = {**os.environ, **env, "DROPSHIP_APP_ID": settings.app_id,
-            "DROPSHIP_WEB_PORT": str(free_port()), "DROPSHIP_LOG_LEVEL": "warning"}
-    with log.open("ab") as out:
-        popen = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=full,
-                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    return Proc.of(popen.pid)
-
-
 async def measure(settings: Settings, args: argparse.Namespace, rss: Rss) -> dict[str, Any]:
     engine = create_engine(settings)
     try:
@@ -321,7 +311,8 @@ def main() -> None:
                             database_url=stack.database_url, app_id=f"bench-{secrets.token_hex(3)}")
         upgrade_sync(settings)
         asyncio.run(ensure_topics(settings))
-        worker = start_worker(settings, stack.env(), temp / "worker.log")
+        worker = spawn_worker({**stack.env(), "DROPSHIP_APP_ID": settings.app_id,
+                               "DROPSHIP_LOG_LEVEL": "warning"}, temp / "worker.log")
         rss = Rss(worker.pid)
         rss.start()
         result = asyncio.run(measure(settings, args, rss))

@@ -22,10 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -40,8 +37,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.clock import set_file_time
 from pipeline.db import create_engine
-from pipeline.devstack import Stack, down, up
-from pipeline.devstack.processes import Proc, free_port
+from pipeline.devstack import down, up
+from pipeline.devstack.processes import Proc, spawn_worker
 from pipeline.kafka import ensure_topics
 from pipeline.migrate import upgrade_sync
 from pipeline.render import order_parts, plain, table
@@ -67,21 +64,9 @@ class DemoOptions:
 
 #: Business settings of the demo's worker: at 1200x a real second is 20 minutes, so the
 #: payment window and the hold timeout get room for the pipeline's own latency.
-DEMO_ENV = {"DROPSHIP_PAYMENT_WINDOW_MINUTES": "360", "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": "720",
-            "DROPSHIP_DEADLINE_CHECK_S": "0.25"}
-
-
-def start_worker(stack: Stack, settings: Settings, log_path: Path,
-                 extra_env: dict[str, str]) -> Proc:
-    """Start ``dropship worker`` as a child process pointed at ``stack``."""
-    env = {**os.environ, **stack.env(), "DROPSHIP_WEB_PORT": str(free_port()),
-           "DROPSHIP_APP_ID": settings.app_id, **extra_env}
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env,
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        )
-    return Proc.of(popen.pid)
+PAYMENT_WINDOW = timedelta(hours=6)
+DEMO_ENV = {"DROPSHIP_PAYMENT_WINDOW_MINUTES": f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
+            "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": "720", "DROPSHIP_DEADLINE_CHECK_S": "0.25"}
 
 
 @dataclass
@@ -115,8 +100,7 @@ class Driver:
                  console: Console) -> None:
         self.settings, self.options, self.console = settings, options, console
         self.prefix = f"d{options.seed}-{secrets.token_hex(2)}"
-        self.window = timedelta(minutes=float(DEMO_ENV["DROPSHIP_PAYMENT_WINDOW_MINUTES"]))
-        self.world = make_world(options.seed, self.prefix, payment_window=self.window,
+        self.world = make_world(options.seed, self.prefix, payment_window=PAYMENT_WINDOW,
                                 shares=Shares().with_overrides(options.shares))
         self.clock = SimClock(options.speed, file=clock_file)
         self.engine: AsyncEngine = create_engine(settings)
@@ -160,17 +144,10 @@ class Driver:
             raise TimeoutError(
                 f"the pipeline did not catch up within {self.options.timeout_s:.0f} s")
 
-    async def counts(self) -> dict[str, int]:
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT status, count(*) FROM read.order_status WHERE order_id LIKE :p "
-                "GROUP BY status"), {"p": queries.like(self.prefix)})
-            return {status: n for status, n in rows}
-
     async def view(self) -> Group:
-        counts = await self.counts()
         summary = await queries.run_summary(self.engine, self.prefix)
-        now, seen = time.monotonic(), sum(counts.values())
+        counts: dict[str, int] = summary["statuses"]
+        now, seen = time.monotonic(), summary["orders"]
         rate = (seen - self.last[1]) / max(1e-3, now - self.last[0])
         self.last = (now, seen)
         head = Table.grid(padding=(0, 2))
@@ -188,7 +165,7 @@ class Driver:
     async def outcome(self, tally: Tally) -> Outcome:
         summary = await queries.run_summary(self.engine, self.prefix)
         verdict = await invariants.check(self.engine, self.prefix, self.clock.now(),
-                                         payment_window=self.window,
+                                         payment_window=PAYMENT_WINDOW,
                                          grace=timedelta(seconds=10 * self.options.speed))
         async with self.engine.connect() as conn:
             kept = {(t, p, o) for t, p, o in await conn.execute(text(
@@ -242,8 +219,9 @@ def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
         asyncio.run(ensure_topics(live))
         console.print("database migrated, topics created")
         set_file_time(clock_file, datetime.now(UTC))  # the worker reads it from the start
-        worker = start_worker(stack, live, stack.state_dir / "worker.log",
-                              {**DEMO_ENV, "DROPSHIP_CLOCK_FILE": str(clock_file)})
+        worker = spawn_worker({**stack.env(), **DEMO_ENV, "DROPSHIP_APP_ID": live.app_id,
+                               "DROPSHIP_CLOCK_FILE": str(clock_file)},
+                              stack.state_dir / "worker.log")
         console.print(f"worker started (pid {worker.pid}, log {stack.state_dir}/worker.log); "
                       f"1 real second = {options.speed / 60:g} simulated minutes")
         out = asyncio.run(Driver(live, options, clock_file, console).run())

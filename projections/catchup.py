@@ -35,7 +35,11 @@ async def backlog(settings: Settings, engine: AsyncEngine) -> int | None:
     rows = await lag_rows(settings, engine)
     if any(r.lag is None for r in rows):
         return None
+    return sum(r.lag or 0 for r in rows) + await unsent(engine)
+
+
+async def unsent(engine: AsyncEngine) -> int:
+    """Outbox rows committed and not yet published (by any agent)."""
     async with engine.connect() as conn:
-        unsent = await conn.scalar(select(func.count()).select_from(outbox)
-                                   .where(outbox.c.published_at.is_(None)))
-    return sum(r.lag or 0 for r in rows) + int(unsent or 0)
+        return int(await conn.scalar(select(func.count()).select_from(outbox)
+                                     .where(outbox.c.published_at.is_(None))) or 0)

@@ -11,6 +11,8 @@ import errno
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,3 +114,14 @@ def accepts_connections(port: int, timeout_s: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def spawn_worker(env: dict[str, str], log_path: Path) -> Proc:
+    """Start ``dropship worker`` as a child process: our environment plus ``env`` and a
+    free web port, output appended to ``log_path``. Used by the demo and the benchmark;
+    the caller stops it with :meth:`Proc.stop`."""
+    full = {**os.environ, "DROPSHIP_WEB_PORT": str(free_port()), **env}
+    with log_path.open("ab") as log:
+        popen = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=full,
+                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    return Proc.of(popen.pid)
