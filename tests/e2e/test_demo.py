@@ -34,7 +34,7 @@ async def _read_models(port: int, prefix: str) -> dict[str, Any]:
             "(order_id) WHERE o.shop_id LIKE $1 AND s.cancel_cause <> 'order_cancelled'", shops)
         backorders = await conn.fetchval(
             "SELECT count(*) FROM read.order_lines l JOIN read.order_status o USING (order_id) "
-            "WHERE o.shop_id LIKE $1 AND l.backordered > 0", shops)
+            "WHERE o.shop_id LIKE $1 AND l.backordered > 0 AND o.status <> 'cancelled'", shops)
         shipments = await conn.fetchval(
             "SELECT count(*) FROM read.shipments s JOIN read.order_status o USING (order_id) "
             "WHERE o.shop_id LIKE $1", shops)
