@@ -30,7 +30,7 @@ from events.base import Message
 from events.codec import DecodeError
 from events.envelope import MESSAGE_TYPES, CloudEvent
 from events.topics import DECISIONS, SHOP_ORDERS, SUPPLIER_EVENTS
-from pipeline.schema import order_state
+from pipeline.schema import order_state, processed_events
 from pipeline.settings import Settings
 from pipeline.transactional import (
     Incoming,
@@ -64,6 +64,10 @@ def policy_of(settings: Settings) -> Policy:
 def dump_order(order: Order) -> dict[str, Any]:
     """The order as a JSON document; held messages keep their type to be rebuilt."""
     doc: dict[str, Any] = _ORDER.dump_python(replace(order, held=()), mode="json")
+    for line in doc["lines"].values():  # sets as sorted lists: the same order gives
+        line["excluded"] = sorted(line["excluded"])  # the same document in any process
+    for ret in doc["returns"].values():
+        ret["received"] = sorted(ret["received"])
     doc["held"] = [{"type": h.message.TYPE, "data": h.message.model_dump(mode="json"),
                     "time": h.time.isoformat(), "held_at": h.held_at.isoformat()}
                    for h in order.held]
@@ -172,39 +176,70 @@ class DeadlineRunner:
                        order_state.c.next_deadline <= now)
                 .order_by(order_state.c.next_deadline).limit(self.limit)
                 .with_for_update(skip_locked=True))).all()
-            changed, out = [], []
+            changed, out, fired = [], [], []
             for _, partition, doc in rows:
-                order, events = self._fire(load_order(doc), now)
+                order, events, instants = self._fire(load_order(doc), now)
                 changed.append((order, partition))
                 out += events
+                fired += [{"consumer": self.consumer, "source": CLOCK_SOURCE,
+                           "event_id": clock_event_id(order.order_id, at, n)}
+                          for at, n in instants]
             await save_orders(conn, changed, self.policy)
+            if fired:  # the apply order of deadlines among events (processed_events.seq)
+                await conn.execute(insert(processed_events).on_conflict_do_nothing(), fired)
             await write_outbox(conn, self.consumer, out)
         if out:
             await self.relay.flush()
         return len(changed)
 
-    def _fire(self, order: Order, now: datetime) -> tuple[Order, list[CloudEvent]]:
+    def _fire(self, order: Order, now: datetime,
+              ) -> tuple[Order, list[CloudEvent], list[tuple[datetime, int]]]:
+        """Fire each deadline instant up to ``now``: (order, events, (instant, n) fired)."""
         out: list[CloudEvent] = []
+        instants: list[tuple[datetime, int]] = []
         deadline = order_rules.next_deadline(order, self.policy)
         while deadline is not None and deadline <= now:
-            order, outputs = order_rules.due(order, deadline, self.policy)
-            cause_id = f"deadline:{order.order_id}:{deadline.isoformat()}"
-            out += derive(_DeadlineCause(cause_id, deadline), messages_of(outputs),
+            order, outputs, n = order_rules.fire(order, deadline, self.policy)
+            if n < 0:  # nothing to do at this instant
+                break
+            instants.append((deadline, n))
+            out += derive(deadline_cause(order.order_id, deadline, n), messages_of(outputs),
                           self.consumer)
             following = order_rules.next_deadline(order, self.policy)
             if following == deadline:  # nothing changed at this instant: stop
                 break
             deadline = following
-        return order, out
+        return order, out, instants
+
+
+#: The CloudEvents source of deadline firings in ``processed_events``.
+CLOCK_SOURCE = "dropship/clock"
+
+
+def clock_event_id(order_id: str, instant: datetime, n: int) -> str:
+    """The ``processed_events`` id of the ``n``-th firing of ``order_id``'s deadlines,
+    at ``instant`` (see :func:`agents.core.order_rules.fire`)."""
+    return f"{instant.isoformat()}|{n}|{order_id}"
+
+
+def parse_clock_event_id(event_id: str) -> tuple[str, datetime, int]:
+    """(order id, instant, n) of a :func:`clock_event_id`."""
+    instant, n, order_id = event_id.split("|", 2)
+    return order_id, datetime.fromisoformat(instant), int(n)
+
+
+def deadline_cause(order_id: str, instant: datetime, n: int) -> DeadlineCause:
+    """What the events of the order's ``n``-th firing derive their ids from."""
+    return DeadlineCause(f"deadline:{order_id}:{instant.isoformat()}#{n}", instant)
 
 
 @dataclass(frozen=True)
-class _DeadlineCause:
+class DeadlineCause:
     """The cause of deadline outputs for :func:`derive`: the clock at an instant."""
 
     id: str
     time: datetime
-    source: str = "dropship/clock"
+    source: str = CLOCK_SOURCE
 
 
 async def caught_up(processor: Processor, consumer: Any, partitions: set[int]) -> set[int]:
@@ -231,7 +266,8 @@ def register_deadlines(app: Any, runner: DeadlineRunner, processor: Processor,
     async def fire_deadlines() -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == SHOP_ORDERS}
         try:
-            await runner.run(await caught_up(processor, app.consumer, owned))
+            async with processor.lock:  # never between a batch's dedup and its commit
+                await runner.run(await caught_up(processor, app.consumer, owned))
         except Exception:
             log.exception("orders: firing deadlines failed; retried at the next tick")
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Identity,
     Index,
     Integer,
     LargeBinary,
@@ -89,6 +90,11 @@ processed_events = Table(
     Column("source", Text, nullable=False),
     Column("event_id", Text, nullable=False),
     Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    #: The order of application: a batch inserts its rows in the order it applies
+    #: them, and one key's batches never overlap (one owner per partition, the
+    #: processor's lock within a worker, the checkpoint's compare-and-set), so
+    #: a checker can replay an agent's pure core in exactly this order (tests/chaos).
+    Column("seq", BigInteger, Identity(), nullable=False),
     PrimaryKeyConstraint("consumer", "source", "event_id", name="processed_events_pkey"),
 )
 

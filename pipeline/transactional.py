@@ -171,7 +171,8 @@ class Stats:
     applied: int = 0
     duplicates: int = 0
     dead_letters: int = 0
-    gaps_repaired: int = 0
+    offset_jumps: int = 0   # batches whose first record lay beyond checkpoint + 1
+    gaps_repaired: int = 0  # records of those jumps read back from Kafka and applied
     conflicts: int = 0
     retries: int = 0
 
@@ -212,9 +213,19 @@ class Processor:
     reader: RangeReader
     relay: OutboxRelay | None = None
     stats: Stats = field(default_factory=Stats)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def process(self, records: Sequence[Record]) -> None:
-        """Apply a batch exactly once. Raises CheckpointConflict if a partition moved on."""
+        """Apply a batch exactly once. Raises CheckpointConflict if a partition moved on.
+
+        One batch at a time per processor (:attr:`lock`): the agent's stream, the
+        tail check and the order agent's deadlines take turns, so the order in
+        ``processed_events.seq`` is the order in which state was changed.
+        """
+        async with self.lock:
+            await self._process(records)
+
+    async def _process(self, records: Sequence[Record]) -> None:
         by_tp: dict[TP, dict[int, Record]] = defaultdict(dict)
         for rec in records:
             by_tp[(rec.topic, rec.partition)][rec.offset] = rec
@@ -250,6 +261,7 @@ class Processor:
         if missing:
             found = await self.reader.read(tp[0], tp[1], min(missing), max(missing) + 1)
             repaired = [r for r in found if r.offset in missing]
+            self.stats.offset_jumps += 1
             self.stats.gaps_repaired += len(repaired)
             log.warning("%s: %s[%d] offsets %d..%d were skipped by the consumer; "
                         "repaired %d records from Kafka", self.handler.consumer, tp[0], tp[1],

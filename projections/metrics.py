@@ -36,6 +36,7 @@ STAT_HELP = {
     "applied": ("events_processed", "Events applied (first time seen)"),
     "duplicates": ("duplicates", "Events dropped as already applied"),
     "dead_letters": ("dead_letters", "Records dead-lettered"),
+    "offset_jumps": ("offset_jumps", "Batches that began beyond checkpoint + 1 (lost records)"),
     "gaps_repaired": ("gaps_repaired", "Records the consumer skipped, read back and applied"),
     "conflicts": ("checkpoint_conflicts", "Batches refused: partition owned elsewhere"),
     "retries": ("db_retries", "Retries after a transient database error"),

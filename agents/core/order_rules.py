@@ -95,6 +95,20 @@ def due(order: Order, now: datetime, policy: Policy) -> Result:
     return _with_status(before, order, out, now)
 
 
+def fire(order: Order, instant: datetime, policy: Policy) -> tuple[Order, list[Output], int]:
+    """:func:`due` at ``instant``, counted: returns (order, outputs, n), where n is the
+    number of this firing among the order's firings that changed it (0 for the first),
+    or -1 if this one changes nothing (the order is returned as it was).
+
+    Who calls it: the order agent's deadline runner, and checkers replaying it. The
+    number tells firings apart in the ids of what they derive.
+    """
+    after, out = due(order, instant, policy)
+    if after == order and not out:
+        return order, [], -1
+    return replace(after, firings=order.firings + 1), out, order.firings
+
+
 def next_deadline(order: Order, policy: Policy) -> datetime | None:
     """When :func:`due` next has something to do (None: nothing pending)."""
     times = []

@@ -129,6 +129,10 @@ class Order:
     reason: str | None = None
     last_status: OrderStatus | None = None
     version: int = 0  # status snapshots published so far (OrderStatusChanged.version)
+    #: Deadline firings that changed the order so far. Each firing derives its events'
+    #: ids from its number, as two firings can share an instant (an event applied late
+    #: can bring a deadline equal to, or before, one already fired).
+    firings: int = 0
 
     @property
     def placed(self) -> bool:
