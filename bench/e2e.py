@@ -308,7 +308,8 @@ def main() -> None:
     worker: Proc | None = None
     try:
         settings = Settings(_env_file=None, kafka_bootstrap_servers=stack.bootstrap_servers,
-                            database_url=stack.database_url, app_id=f"bench-{secrets.token_hex(3)}")
+                            database_url=stack.database_url, database_admin_url=None,
+                            app_id=f"bench-{secrets.token_hex(3)}")
         upgrade_sync(settings)
         asyncio.run(ensure_topics(settings))
         worker = spawn_worker({**stack.env(), "DROPSHIP_APP_ID": settings.app_id,

@@ -99,7 +99,7 @@ async def projector_run(settings: Settings, records: list[Record], batch: int) -
 
 
 def _database(base: Settings) -> tuple[Settings, dict[str, Any], str]:
-    url = make_url(base.database_url)
+    url = make_url(base.admin_database_url)  # the owner: creates the database
     name = f"bench_{uuid.uuid4().hex[:8]}"
     admin = {"host": url.host, "port": url.port, "user": url.username,
              "database": url.database}
@@ -111,7 +111,8 @@ def _database(base: Settings) -> tuple[Settings, dict[str, Any], str]:
 
     asyncio.run(create())
     settings = base.model_copy(update={
-        "database_url": url.set(database=name).render_as_string(hide_password=False)})
+        "database_url": url.set(database=name).render_as_string(hide_password=False),
+        "database_admin_url": None})
     upgrade_sync(settings)
     return settings, {**admin, "database": name}, name
 
@@ -136,7 +137,8 @@ def main() -> None:
         temp = Path(tempfile.mkdtemp(prefix="dropship-bench-"))
         temp.chmod(0o755)
         stack, _ = up(temp, 0, 0)
-        base = base.model_copy(update={"database_url": stack.database_url})
+        base = base.model_copy(update={"database_url": stack.database_url,
+                                       "database_admin_url": None})
     try:
         settings, dsn, name = _database(base)
         try:

@@ -104,9 +104,12 @@ def _print_stack(stack: object) -> None:
     table.add_row("postgres", str(stack.postgres.pid), f"127.0.0.1:{stack.pg_port}",
                   "up" if health["postgres"] else "DOWN", f"{stack.pg_dir}/data")
     out.print(table)
-    out.print(f"settings (also in {stack.state_dir}/dev.env):")
-    for key, value in stack.env().items():
-        out.print(f"  export {key}={value}", highlight=False)
+    from pipeline.settings import redact_url
+
+    out.print(f"settings (in {stack.state_dir}/dev.env, with the password; mode 0600):")
+    for key, value in stack.dev_env().items():
+        out.print(f"  export {key}={redact_url(value) if key.endswith('_URL') else value}",
+                  highlight=False)
 
 
 # --- db ----------------------------------------------------------------------
@@ -215,10 +218,10 @@ def schema_export(
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings (secrets masked)."""
-    s = _settings()
-    for name, value in s.model_dump().items():
-        shown = "***" if value is not None and "password" in name else value
-        out.print(f"DROPSHIP_{name.upper()}={shown}", highlight=False)
+    from pipeline.settings import masked
+
+    for name, value in masked(_settings()).items():
+        out.print(f"DROPSHIP_{name.upper()}={value}", highlight=False, soft_wrap=True)
 
 
 SharesOpt = Annotated[list[str] | None, typer.Option(

@@ -11,10 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from pipeline.settings import Settings
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
-    """An asyncpg engine for ``settings.database_url`` (pool pre-ping on)."""
+def create_engine(settings: Settings, admin: bool = False) -> AsyncEngine:
+    """An asyncpg engine for ``settings.database_url`` (the application role), or with
+    ``admin`` for ``settings.admin_database_url`` (the schema owner: DDL); pool
+    pre-ping on. Raises SettingsError if the admin URL names another database."""
     return create_async_engine(
-        settings.database_url,
+        settings.admin_database_url if admin else settings.database_url,
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
     )

@@ -210,8 +210,10 @@ def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
     stack, started = up(settings.state_dir, settings.dev_kafka_port, settings.dev_pg_port)
     console.print(f"stack {'started' if started else 'already running'}: "
                   f"kafka {stack.bootstrap_servers}, postgres 127.0.0.1:{stack.pg_port}")
+    # the demo itself (migrations, summary) is the owner; the worker is the app role
     live = settings.model_copy(update={"kafka_bootstrap_servers": stack.bootstrap_servers,
-                                       "database_url": stack.database_url})
+                                       "database_url": stack.database_url,
+                                       "database_admin_url": None})
     clock_file = stack.state_dir / "demo-clock"
     worker: Proc | None = None
     try:

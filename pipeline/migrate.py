@@ -1,7 +1,9 @@
 """Schema migrations (Alembic), as called by ``dropship db upgrade`` and the tests.
 
-The migration scripts live in ``pipeline/migrations``; the database URL comes
-from the settings. Concurrent upgrades are serialized by an advisory lock.
+The migration scripts live in ``pipeline/migrations``; they run as the owner of
+the schema objects, ``settings.admin_database_url`` (``DROPSHIP_DATABASE_ADMIN_URL``,
+else ``DROPSHIP_DATABASE_URL``), never as the worker's application role.
+Concurrent upgrades are serialized by an advisory lock.
 """
 
 from __future__ import annotations
@@ -18,10 +20,10 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 def alembic_config(settings: Settings) -> Config:
-    """An Alembic config for our scripts and the settings' database."""
+    """An Alembic config for our scripts and the settings' database, as its owner."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", settings.database_url.replace("%", "%%"))
+    cfg.set_main_option("sqlalchemy.url", settings.admin_database_url.replace("%", "%%"))
     return cfg
 
 

@@ -55,9 +55,11 @@ def fail(message: str) -> NoReturn:
 
 
 def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]],
-                 settings: Settings | None = None) -> T:
+                 settings: Settings | None = None, admin: bool = False) -> T:
+    """Run ``work`` with an engine as the application role, or as the schema owner
+    with ``admin`` (DDL: ``projections rebuild``)."""
     async def run() -> T:
-        engine = create_engine(settings or load_settings())
+        engine = create_engine(settings or load_settings(), admin=admin)
         try:
             return await work(engine)
         finally:
@@ -206,6 +208,6 @@ def projections_rebuild(
 
             return await rebuild(engine, chosen, advance)
 
-    result = _with_engine(work)
+    result = _with_engine(work, admin=True)  # creates, drops and moves tables
     out.print(f"rebuilt {', '.join(result.names)} from {result.events} events: " + ", ".join(
         f"{n} {rows} rows" for n, rows in result.rows.items()))

@@ -13,6 +13,13 @@ Nothing here connects to anything: :func:`load_settings` only parses and
 validates. Callers (the CLI, the worker wiring, tests) build clients from the
 returned object. Invalid values raise :class:`SettingsError`, whose message is
 one line naming the variable and the rule it broke.
+
+Two database URLs: ``DROPSHIP_DATABASE_URL`` is the application role the worker
+and the ops commands connect as; ``DROPSHIP_DATABASE_ADMIN_URL`` (optional) is
+the owner of the schema, for migrations and DDL (:attr:`Settings.admin_database_url`).
+Secrets never reach output through this module: passwords are ``SecretStr``,
+``database_url`` is left out of ``repr``, and :func:`masked` / :func:`describe_error`
+replace passwords and the password part of URLs by ``***``.
 """
 
 from __future__ import annotations
@@ -21,12 +28,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "DROPSHIP_"
 DEFAULT_STATE_DIR = Path(".dropship")
 DEV_ENV_FILE = "dev.env"
+ASYNCPG_PREFIX = "postgresql+asyncpg://"
 
 
 class SettingsError(Exception):
@@ -74,8 +82,14 @@ class Settings(BaseSettings):
     # --- Postgres ------------------------------------------------------------
     database_url: str = Field(
         "postgresql+asyncpg://postgres@127.0.0.1:15432/dropship",
-        pattern=r"^postgresql\+asyncpg://",
-        description="SQLAlchemy URL; the driver must be asyncpg.",
+        pattern=r"^postgresql\+asyncpg://", repr=False,  # may hold a password
+        description="SQLAlchemy URL of the application role (the worker's); the driver "
+                    "must be asyncpg.",
+    )
+    database_admin_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL of the schema owner, for migrations and admin "
+                          "commands (DDL). Unset: DROPSHIP_DATABASE_URL. Must name the "
+                          "same database.",
     )
     database_pool_size: int = Field(5, ge=1, le=100)
 
@@ -108,6 +122,16 @@ class Settings(BaseSettings):
     dev_kafka_port: int = Field(19092, ge=0, le=65535)
     dev_pg_port: int = Field(15432, ge=0, le=65535)
 
+    @field_validator("database_admin_url", mode="before")
+    @classmethod
+    def _check_admin_url(cls, value: object) -> object:
+        raw = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if raw is None or raw == "":
+            return None
+        if not isinstance(raw, str) or not raw.startswith(ASYNCPG_PREFIX):
+            raise ValueError(f"must start with {ASYNCPG_PREFIX}")
+        return raw
+
     @model_validator(mode="after")
     def _check_consistency(self) -> Settings:
         if self.kafka_heartbeat_interval_s * 3 > self.kafka_session_timeout_s:
@@ -125,6 +149,21 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def admin_database_url(self) -> str:
+        """The schema owner's URL, for migrations and DDL: ``database_admin_url`` if
+        set, else ``database_url``. Raises :class:`SettingsError` if the two name
+        different databases (migrating one while the worker uses another)."""
+        if self.database_admin_url is None:
+            return self.database_url
+        admin = self.database_admin_url.get_secret_value()
+        if database_name(admin) != database_name(self.database_url):
+            raise SettingsError(
+                f"DROPSHIP_DATABASE_ADMIN_URL: names database {database_name(admin)!r} but "
+                f"DROPSHIP_DATABASE_URL names {database_name(self.database_url)!r}; "
+                "set both for the same database")
+        return admin
+
+    @property
     def kafka_broker_url(self) -> str:
         """Bootstrap servers in Faust's ``kafka://host:port;host:port`` form."""
         return ";".join(f"kafka://{h}" for h in self.kafka_bootstrap_servers.split(","))
@@ -132,6 +171,46 @@ class Settings(BaseSettings):
     def group_id(self, consumer: str) -> str:
         """Consumer group id of one of our consumers (``<app_id>.<consumer>``)."""
         return f"{self.app_id}.{consumer}"
+
+
+def _authority_and_rest(url: str) -> tuple[str, str, str]:
+    """(``scheme://``, userinfo or "", the rest from host on) of a URL; the userinfo
+    ends at the last ``@`` so that a password holding ``@`` or ``/`` stays whole."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", "", url
+    userinfo, at, hostpart = rest.rpartition("@")
+    return scheme + sep, (userinfo if at else ""), (hostpart if at else rest)
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for output and errors)."""
+    prefix, userinfo, rest = _authority_and_rest(url)
+    if not userinfo:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    return f"{prefix}{user}{':***' if colon else ''}@{rest}"
+
+
+def database_name(url: str) -> str:
+    """The database a SQLAlchemy URL names (the path, without the query)."""
+    return _authority_and_rest(url)[2].partition("/")[2].partition("?")[0]
+
+
+def _shown(name: str, value: object) -> object:
+    """A setting's value as it may appear in output: secrets masked, URLs redacted."""
+    if value is None:
+        return None
+    if isinstance(value, SecretStr) or "password" in name.lower():
+        return "***"
+    if "url" in name.lower() and isinstance(value, str):
+        return redact_url(value)
+    return value
+
+
+def masked(settings: Settings) -> dict[str, object]:
+    """Every setting (field name -> value) safe to print: what ``dropship settings`` shows."""
+    return {name: _shown(name, getattr(settings, name)) for name in type(settings).model_fields}
 
 
 def describe_error(err: ValidationError) -> str:
@@ -143,9 +222,7 @@ def describe_error(err: ValidationError) -> str:
         msg = msg.removeprefix("Value error, ")
     if loc:
         var = ENV_PREFIX + loc[0].upper()
-        shown = first.get("input")
-        if "password" in var.lower():
-            shown = "***"
+        shown = _shown(var, first.get("input"))
         return f"{var}: {msg} (got {shown!r})"
     return msg
 

@@ -14,7 +14,9 @@ live tables the whole time, and the projector keeps running:
    replay what ``event_log`` gained meanwhile, complete truncated dead letters,
    drop the live tables, move the new ones into ``read``, recreate the views
    that depended on them (their definitions read from the catalog first) and
-   grant ops SELECT again. Queries wait for that instant, then see the new tables.
+   grant ops SELECT and the worker's role its privileges again (the new tables
+   were created in ``read_rebuild``, where no default privileges apply).
+   Queries wait for that instant, then see the new tables.
 
 A failure before step 3 commits leaves the live tables untouched.
 """
@@ -31,7 +33,15 @@ from events.codec import DecodeError, decode
 from pipeline.schema import event_log
 from pipeline.transactional import Record
 from projections.projector import REBUILD_LOCK, TOPICS, complete_dead_letters, project
-from projections.tables import LIVE_SCHEMA, OPS_ROLE, STAGING_SCHEMA, ReadTables, read_tables
+from projections.tables import (
+    APP_PRIVILEGES,
+    APP_ROLE,
+    LIVE_SCHEMA,
+    OPS_ROLE,
+    STAGING_SCHEMA,
+    ReadTables,
+    read_tables,
+)
 
 Cursor = tuple[str, int, int]  # (topic, partition, offset) last replayed
 START: Cursor = ("", -1, -1)
@@ -100,7 +110,13 @@ async def _swap(conn: AsyncConnection, names: Sequence[str]) -> None:
                                    {"v": f"{LIVE_SCHEMA}.{view}"})
         if exists is None:
             await conn.execute(text(f"CREATE VIEW {LIVE_SCHEMA}.{view} AS {definition}"))
+            # default privileges gave it SELECT, INSERT, UPDATE: a view needs SELECT only
+            await conn.execute(text(f"REVOKE ALL ON {LIVE_SCHEMA}.{view} FROM {APP_ROLE}"))
+            await conn.execute(text(f"GRANT SELECT ON {LIVE_SCHEMA}.{view} TO {APP_ROLE}"))
     await conn.execute(text(f"GRANT SELECT ON ALL TABLES IN SCHEMA {LIVE_SCHEMA} TO {OPS_ROLE}"))
+    for name in names:
+        await conn.execute(text(
+            f"GRANT {APP_PRIVILEGES[name]} ON {LIVE_SCHEMA}.{name} TO {APP_ROLE}"))
 
 
 async def rebuild(engine: AsyncEngine, names: Sequence[str] = NAMES,

@@ -44,6 +44,20 @@ LIVE_SCHEMA = "read"
 STAGING_SCHEMA = "read_rebuild"
 #: The read-only role the migration creates for ops (SELECT on ``read`` only).
 OPS_ROLE = "dropship_ops"
+#: The worker's role (migration 0006) and what it may do to each read model: the
+#: projector upserts (UPDATE for ``ON CONFLICT DO UPDATE``), ``order_timeline`` is
+#: insert-only. ``dropship projections rebuild`` grants these again after its swap.
+APP_ROLE = "dropship_app"
+APP_PRIVILEGES = {
+    "order_status": "SELECT, INSERT, UPDATE",
+    "order_lines": "SELECT, INSERT, UPDATE",
+    "shipments": "SELECT, INSERT, UPDATE",
+    "returns": "SELECT, INSERT, UPDATE",
+    "supplier_orders": "SELECT, INSERT, UPDATE",
+    "supplier_stock": "SELECT, INSERT, UPDATE",
+    "order_timeline": "SELECT, INSERT",
+    "dead_letters": "SELECT, INSERT, UPDATE",
+}
 
 RETURN_STATE = """CASE
     WHEN refunded_at IS NOT NULL THEN 'refunded'

