@@ -115,6 +115,15 @@ def messages_of(outputs: list[Output]) -> list[Message]:
     return [o for o in outputs if not isinstance(o, Refused)]
 
 
+def events_of(inc: Incoming, outputs: list[Output], consumer: str) -> list[CloudEvent]:
+    """What applying ``inc`` publishes: its derived messages, then one dead letter per
+    refusal (at ``inc``'s position). Shared by the handler and replaying checkers."""
+    refusals = [o for o in outputs if isinstance(o, Refused)]
+    return [*derive(inc.event, messages_of(outputs), consumer),
+            *(dead_letter(inc.record, DecodeError("data", "refused", r.reason), consumer,
+                          index=i, original=r.held) for i, r in enumerate(refusals))]
+
+
 class OrderHandler:
     """Applies shop, supplier and allocation events to per-order state, in order."""
 
@@ -138,11 +147,7 @@ class OrderHandler:
                 out.append(failed(inc.record, exc, self.consumer))
                 continue
             partitions[oid] = inc.record.partition
-            out += derive(inc.event, messages_of(outputs), self.consumer)
-            refusals = [o for o in outputs if isinstance(o, Refused)]
-            out += [dead_letter(inc.record, DecodeError("data", "refused", r.reason),
-                                self.consumer, index=i, original=r.held)
-                    for i, r in enumerate(refusals)]
+            out += events_of(inc, outputs, self.consumer)
         await save_orders(conn, [(orders[o], p) for o, p in sorted(partitions.items())],
                           self.policy)
         return out

@@ -23,6 +23,14 @@ from pipeline.settings import Settings
 from tests.helpers import clean_env, make_state_dir
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """The chaos soak's size: the short one in CI by default (tests/chaos)."""
+    group = parser.getgroup("dropship chaos soak")
+    group.addoption("--soak-orders", default="2000", help="orders the chaos soak places")
+    group.addoption("--soak-faults", default="3", help="faults of each kind it injects")
+    group.addoption("--soak-rate", default="40", help="orders per second it places")
+
+
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
     """The embedded broker + Postgres for the whole session (real processes)."""
@@ -46,7 +54,8 @@ def settings(stack: Stack, run_id: str) -> Settings:
     return Settings(
         _env_file=None,
         kafka_bootstrap_servers=stack.bootstrap_servers,
-        database_url=stack.database_url,
+        database_url=stack.database_url,  # the owner: tests set up and inspect anything
+        database_admin_url=None,  # never a developer's own, from the environment
         app_id=f"test-{run_id}",
         kafka_session_timeout_s=6.0,
         kafka_heartbeat_interval_s=1.0,
@@ -74,9 +83,15 @@ async def engine(migrated: Settings) -> AsyncIterator[AsyncEngine]:
 
 @pytest.fixture(scope="session")
 def cli_env(stack: Stack, run_id: str) -> Callable[..., dict[str, str]]:
-    """Factory: an environment for a ``dropship`` subprocess pointed at the test stack."""
+    """Factory: an environment for a ``dropship`` subprocess pointed at the test stack,
+    as the application role (``stack.env()``). A ``DROPSHIP_DATABASE_URL`` given in
+    ``extra`` is also the admin URL, unless ``extra`` names one: the stack's
+    ``dev.env`` (read through ``DROPSHIP_STATE_DIR``) would otherwise send admin
+    commands to the stack's own database."""
 
     def make(**extra: str) -> dict[str, str]:
+        if "DROPSHIP_DATABASE_URL" in extra:
+            extra.setdefault("DROPSHIP_DATABASE_ADMIN_URL", extra["DROPSHIP_DATABASE_URL"])
         return clean_env(**{**stack.env(),
                             "DROPSHIP_APP_ID": f"test-{run_id}-{uuid.uuid4().hex[:6]}", **extra})
 

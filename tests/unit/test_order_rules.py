@@ -350,3 +350,30 @@ def test_held_for_ops_clears_when_the_late_predecessor_arrives() -> None:
     flow.do(placed(), allocated("sa", 2), minute=32)
     assert not flow.order.held_for_ops
     assert flow.status == "sent_to_supplier"
+
+
+def test_two_firings_at_one_instant_get_numbers_of_their_own() -> None:
+    """A decision applied late can bring a deadline equal to one already fired (the chaos
+    soak found it): the second firing at that instant must derive other event ids."""
+    from agents.core.order_rules import decide, fire
+    from agents.core.orders import Order
+    from agents.orders import deadline_cause, messages_of
+    from pipeline.transactional import derive
+    from tests.unit.order_factories import ORDER, POLICY, at
+
+    order = Order(ORDER)
+    for message in (placed(), allocated("sa", 2, ack=2), paid()):
+        order, _ = decide(order, message, at(1), POLICY)
+    instant = at(121)
+    order, first, n0 = fire(order, instant, POLICY)
+    assert n0 == 0
+    assert [m.supplier_id for m in first if isinstance(m, SupplierOrderCancelled)] == ["sa"]
+    late = allocated("sb", 2, ack=2)  # caused at minute 1, applied after the firing
+    order, _ = decide(order, late, at(1), POLICY)
+    order, second, n1 = fire(order, instant, POLICY)
+    assert n1 == 1
+    assert [m.supplier_id for m in second if isinstance(m, SupplierOrderCancelled)] == ["sb"]
+    ids = [{e.id for e in derive(deadline_cause(ORDER, instant, n), messages_of(out), "orders")}
+           for n, out in ((n0, first), (n1, second))]
+    assert ids[0].isdisjoint(ids[1])
+    assert fire(order, instant, POLICY) == (order, [], -1)  # nothing left to do at it

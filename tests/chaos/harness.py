@@ -1,0 +1,215 @@
+"""The chaos harness: workers we start and hurt, a seeded fault schedule, a run to the end.
+
+Who calls it: the chaos tests (``tests/chaos``). :func:`run_chaos` guarantees:
+1. the simulator (shops and suppliers as Kafka clients, every record recorded
+   with its position) places ``orders`` orders at ``rate`` per second while
+   ``workers`` ``dropship worker`` processes (one consumer group) work;
+2. meanwhile a controller injects the faults of the schedule, one at a time,
+   at seeded moments: SIGKILL a worker and start it again, restart Postgres
+   with ``pg_ctl restart -m immediate``, SIGSTOP a worker for longer than the
+   session timeout and SIGCONT it (it comes back as a zombie whose partitions
+   were given away);
+3. the simulator lives on for ``settle_s``, then stops; the run waits until
+   every consumer has caught up and the outbox is empty (or ``catch_up_s`` passes);
+4. the workers are stopped (SIGTERM) whatever happened; the processes it
+   started are ended by their PID only.
+It returns what happened (:class:`ChaosRun`); the checker judges it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agents.core.orders import Policy
+from agents.orders import policy_of
+from pipeline.devstack import Stack
+from pipeline.devstack.processes import free_port
+from pipeline.devstack.stack import restart_postgres
+from pipeline.settings import Settings
+from projections.catchup import backlog
+from simulator.run import Limits, SimClock, Simulation, Tally
+from simulator.world import make_world
+from tests.helpers import clean_env, start_worker
+
+KINDS = ("kill", "pg_restart", "pause")
+SESSION_TIMEOUT_S = 6.0
+#: Business settings of the chaos workers (as the demo's: at 1200x a real second
+#: is 20 minutes, so windows leave room for the pipeline's own latency).
+PAYMENT_WINDOW = timedelta(hours=6)
+HOLD_TIMEOUT = timedelta(hours=12)
+SPEED = 1200.0
+
+
+def policy() -> Policy:
+    """The business policy of the chaos workers (what the checker's reference uses)."""
+    return policy_of(Settings(_env_file=None,
+                              payment_window_minutes=PAYMENT_WINDOW.total_seconds() / 60,
+                              held_event_timeout_minutes=HOLD_TIMEOUT.total_seconds() / 60))
+
+
+@dataclass(frozen=True)
+class Fault:
+    at_s: float      # seconds after the first order
+    kind: str        # one of KINDS
+    worker: int = 0  # which worker a kill or pause hits
+
+
+def schedule(seed: int, per_kind: int, span_s: float, workers: int = 1) -> list[Fault]:
+    """``per_kind`` faults of each kind at seeded moments within ``span_s`` seconds."""
+    rng = random.Random(seed)
+    faults = [Fault(rng.uniform(0.05, 0.9) * span_s, kind, rng.randrange(workers))
+              for kind in KINDS for _ in range(per_kind)]
+    return sorted(faults, key=lambda f: f.at_s)
+
+
+class Worker:
+    """A ``dropship worker`` process we start, kill, pause and stop (by its PID)."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self.name, self.env, self.log_dir = name, env, log_dir
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.starts += 1
+        self.proc = start_worker({**self.env, "DROPSHIP_WEB_PORT": str(free_port())},
+                                 self.log_dir / f"{self.name}-{self.starts}.log")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    async def pause(self, seconds: float) -> None:
+        """SIGSTOP, wait, SIGCONT: it comes back a zombie that must rejoin its group."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace")
+                       for p in sorted(self.log_dir.glob(f"{self.name}-*.log")))
+
+
+@dataclass
+class ChaosRun:
+    """What a run did: faults injected, what the simulator sent, where it all is."""
+
+    settings: Settings
+    record_file: Path
+    tally: Tally = field(default_factory=Tally)
+    injected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    caught_up: bool = False
+    seconds: float = 0.0
+    workers: list[Worker] = field(default_factory=list)
+
+
+def worker_env(stack: Stack, app_id: str, clock_file: Path) -> dict[str, str]:
+    return clean_env(**stack.env(), DROPSHIP_APP_ID=app_id,
+                     DROPSHIP_CLOCK_FILE=str(clock_file),
+                     DROPSHIP_PAYMENT_WINDOW_MINUTES=f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
+                     DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES=f"{HOLD_TIMEOUT.total_seconds() / 60:g}",
+                     DROPSHIP_DEADLINE_CHECK_S="0.25",
+                     DROPSHIP_KAFKA_SESSION_TIMEOUT_S=f"{SESSION_TIMEOUT_S:g}",
+                     DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S="1")
+
+
+class Controller:
+    """Step 2: injects each fault at its moment (or when the previous one is over)."""
+
+    def __init__(self, stack: Stack, workers: list[Worker], run: ChaosRun) -> None:
+        self.stack, self.workers, self.run = stack, workers, run
+
+    async def inject(self, faults: list[Fault], t0: float) -> None:
+        for fault in faults:
+            await asyncio.sleep(max(0.0, t0 + fault.at_s - time.monotonic()))
+            worker = self.workers[fault.worker]
+            if fault.kind == "kill":
+                worker.kill()
+                await asyncio.sleep(0.5)
+                worker.start()
+            elif fault.kind == "pg_restart":
+                self.stack = await asyncio.to_thread(restart_postgres, self.stack, "immediate")
+            else:
+                await worker.pause(SESSION_TIMEOUT_S + 3.0)
+            self.run.injected[fault.kind] += 1
+
+
+async def wait_caught_up(settings: Settings, engine: AsyncEngine, timeout_s: float) -> bool:
+    """True once nothing is left to apply or publish, twice in a row."""
+    deadline, quiet = time.monotonic() + timeout_s, 0
+    while time.monotonic() < deadline:
+        try:
+            left = await backlog(settings, engine)
+        except Exception:  # Postgres may be restarting
+            left = None
+        quiet = quiet + 1 if left == 0 else 0
+        if quiet >= 2:
+            return True
+        await asyncio.sleep(1.5)
+    return False
+
+
+async def run_chaos(stack: Stack, settings: Settings, engine: AsyncEngine, tmp: Path, *,
+                    orders: int, rate: float, faults: list[Fault], workers: int = 1,
+                    settle_s: float = 10.0, catch_up_s: float = 300.0,
+                    seed: int = 1, skus: int = 40) -> ChaosRun:
+    """Steps 1-4 of the module docstring."""
+    clock_file = tmp / "clock"
+    run = ChaosRun(settings, tmp / "records.jsonl")
+    env = worker_env(stack, f"chaos-{uuid.uuid4().hex[:8]}", clock_file)
+    clock = SimClock(SPEED, file=clock_file)
+    run.workers = [Worker(f"worker{i}", env, tmp) for i in range(workers)]
+    t_start = time.monotonic()
+    chaos: asyncio.Task[None] | None = None
+    try:
+        for worker in run.workers:
+            worker.start()
+        world = make_world(seed, f"c{seed}", skus=skus, payment_window=PAYMENT_WINDOW)
+        sim = Simulation(settings, world, clock, record=run.record_file)
+        await sim.start()
+        t0 = time.monotonic()
+        controller = Controller(stack, run.workers, run)
+        chaos = asyncio.create_task(controller.inject(faults, t0))
+        await sim.place_orders(Limits(orders=orders, duration_s=None, rate=rate))
+        await chaos  # every fault injected, even if placing finished first
+        await asyncio.sleep(settle_s)
+        run.tally = await sim.stop()
+        dead = [w.name for w in run.workers if not w.alive]
+        assert not dead, f"workers exited on their own: {dead}"
+        run.caught_up = await wait_caught_up(settings, engine, catch_up_s)
+    finally:
+        if chaos is not None and not chaos.done():
+            chaos.cancel()
+        for worker in run.workers:
+            worker.stop()
+        run.seconds = time.monotonic() - t_start
+    return run

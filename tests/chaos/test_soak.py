@@ -1,0 +1,54 @@
+"""The chaos soak: orders flow while workers are killed and paused and Postgres restarts.
+
+The short version runs in CI (2,000 orders, 3 faults of each kind); the long one
+on demand, e.g. ``pytest tests/chaos -k soak --soak-orders 50000 --soak-faults 10``
+(docs/reliability.md). Afterwards the checker (``tests/chaos/checker.py``) compares
+the end state with a crash-free replay of the pure core over the recorded inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from pipeline.devstack import Stack
+from pipeline.settings import Settings
+from tests.chaos import checker
+from tests.chaos.conftest import Soak
+from tests.chaos.harness import KINDS, ChaosRun, policy, run_chaos, schedule
+
+pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
+SEED = 20261122
+
+
+def judged(run: ChaosRun, verdict: checker.Verdict) -> str:
+    """The run's figures and the checker's table, as the test prints them."""
+    faults = ", ".join(f"{k} {n}" for k, n in run.injected.items())
+    return (f"{run.tally.orders:,} orders, {sum(run.tally.sent.values()):,} records sent "
+            f"({run.tally.malformed_count} malformed) in {run.seconds:.0f} s; faults: {faults}\n"
+            f"{verdict.table()}")
+
+
+async def judge(run: ChaosRun, engine: AsyncEngine) -> checker.Verdict:
+    verdict = await checker.check(run.settings, engine, run.record_file, policy())
+    print(judged(run, verdict))
+    return verdict
+
+
+async def test_chaos_soak_keeps_every_invariant(
+        chaos_stack: Stack, chaos_settings: Settings, chaos_engine: AsyncEngine,
+        soak: Soak, tmp_path: Path) -> None:
+    span_s = soak.orders / soak.rate
+    faults = schedule(SEED, soak.faults, span_s)
+    run = await run_chaos(chaos_stack, chaos_settings, chaos_engine, tmp_path,
+                          orders=soak.orders, rate=soak.rate, faults=faults, seed=SEED,
+                          catch_up_s=max(300.0, span_s),
+                          skus=max(40, soak.orders // 50))  # a bigger catalog for more orders
+    assert run.injected == dict.fromkeys(KINDS, soak.faults)
+    assert run.tally.orders == soak.orders
+    assert run.caught_up, "the pipeline did not catch up after the faults"
+    verdict = await judge(run, chaos_engine)
+    assert verdict.counts["orders"] == soak.orders
+    assert verdict.ok, judged(run, verdict)
