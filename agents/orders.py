@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,8 +39,12 @@ from pipeline.transactional import (
     dead_letter,
     derive,
     failed,
+    lock_partitions,
     write_outbox,
 )
+
+#: Which of the given partitions a worker may still act on (inside the transaction).
+Fence = Callable[[AsyncConnection, set[int]], Awaitable[set[int]]]
 
 log = logging.getLogger(__name__)
 
@@ -169,12 +173,22 @@ class DeadlineRunner:
         self.engine, self.policy, self.relay, self.clock = engine, policy, relay, clock
         self.consumer, self.limit = consumer, limit
 
-    async def run(self, partitions: set[int]) -> int:
-        """Fire what is due in ``partitions``; return how many orders changed."""
+    async def run(self, partitions: set[int], fence: Fence | None = None) -> int:
+        """Fire what is due in ``partitions``; return how many orders changed.
+
+        Steps: 1. lock the partitions (:func:`lock_partitions`: no batch of theirs
+        runs meanwhile); 2. keep those ``fence`` says are still this worker's;
+        3. fire their due orders, save, record each firing, queue the events.
+        """
         if not partitions:
             return 0
         now = self.clock()
         async with self.engine.begin() as conn:
+            await lock_partitions(conn, self.consumer, partitions)
+            if fence is not None:
+                partitions = await fence(conn, partitions)
+                if not partitions:
+                    return 0
             rows = (await conn.execute(
                 select(order_state.c.order_id, order_state.c.partition, order_state.c.state)
                 .where(order_state.c.partition.in_(partitions),
@@ -270,9 +284,12 @@ def register_deadlines(app: Any, runner: DeadlineRunner, processor: Processor,
 
     async def fire_deadlines() -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == SHOP_ORDERS}
+        async def fence(conn: AsyncConnection, partitions: set[int]) -> set[int]:
+            return await processor.still_ours(conn, TOPICS, partitions)
+
         try:
             async with processor.lock:  # never between a batch's dedup and its commit
-                await runner.run(await caught_up(processor, app.consumer, owned))
+                await runner.run(await caught_up(processor, app.consumer, owned), fence)
         except Exception:
             log.exception("orders: firing deadlines failed; retried at the next tick")
 

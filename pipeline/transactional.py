@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -43,12 +44,18 @@ from events.codec import DecodeError, decode, encode, key_of
 from events.deadletter import DeadLetter
 from events.envelope import CloudEvent, wrap
 from events.ids import derived_id
+from events.types import EARLIEST_TIME, END_OF_TIME
 from pipeline.checkpoints import CheckpointConflict, advance_checkpoint
 from pipeline.kafka import client_options, create_producer
 from pipeline.schema import checkpoints, outbox, processed_events
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
+#: Kafka timestamps (ms) that give an event time the contracts accept; a
+#: producer may set any int64, which is clamped into this range.
+_TIME_RANGE_MS = (int(EARLIEST_TIME.timestamp() * 1000), int(END_OF_TIME.timestamp() * 1000) - 1)
+#: What a dead letter's text may not hold (the Text rule), escaped as ``\xNN``.
+_REFUSED_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 T = TypeVar("T")
 TP = tuple[str, int]
 
@@ -66,8 +73,10 @@ class Record:
 
     @property
     def time(self) -> datetime:
-        """The record's Kafka timestamp (deterministic across re-reads)."""
-        return datetime.fromtimestamp((self.timestamp_ms or 0) / 1000, UTC)
+        """The record's Kafka timestamp (deterministic across re-reads), clamped to
+        the times events may carry (1970 to 2999)."""
+        low, high = _TIME_RANGE_MS
+        return datetime.fromtimestamp(min(max(self.timestamp_ms or 0, low), high) / 1000, UTC)
 
 
 @dataclass(frozen=True)
@@ -147,12 +156,19 @@ def dead_letter(record: Record, error: DecodeError, consumer: str, index: int = 
         original_key=DeadLetter.key_text(record.key),
         source_topic=original.TOPIC if original is not None else record.topic,
         source_partition=record.partition, source_offset=record.offset, consumer=consumer,
-        error=str(error)[:2000], rule=error.rule[:64], field=error.field[:200],
+        error=_escaped(str(error))[:2000], rule=error.rule[:64],
+        field=_escaped(error.field)[:200],
         dead_lettered_at=record.time, **DeadLetter.carry(value),  # type: ignore[arg-type]
     )
     ref = f"{record.topic}/{record.partition}/{record.offset}"
     return wrap(letter, id=derived_id(ref, f"dead_letter:{consumer}:{index}"),
                 source=f"dropship/{consumer}", time=record.time)
+
+
+def _escaped(text: str) -> str:
+    """``text`` with the characters dead letters may not carry written as ``\\xNN``
+    (a refused record's own bytes can end up in the error message)."""
+    return _REFUSED_IN_TEXT.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def failed(record: Record, exc: Exception, consumer: str) -> CloudEvent:
@@ -214,6 +230,8 @@ class Processor:
     relay: OutboxRelay | None = None
     stats: Stats = field(default_factory=Stats)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: (topic, partition) -> last offset this worker committed since it was assigned it
+    committed: dict[TP, int] = field(default_factory=dict)
 
     async def process(self, records: Sequence[Record]) -> None:
         """Apply a batch exactly once. Raises CheckpointConflict if a partition moved on.
@@ -280,6 +298,7 @@ class Processor:
 
     async def _commit(self, fresh: list[Record], done: dict[TP, int]) -> None:
         async with self.engine.begin() as conn:
+            await lock_partitions(conn, self.handler.consumer, {r.partition for r in fresh})
             if isinstance(self.handler, RawHandler):
                 derived = await self.handler.handle_records(conn, fresh)
                 self.stats.applied += len(fresh)
@@ -296,7 +315,32 @@ class Processor:
                 except CheckpointConflict:
                     self.stats.conflicts += 1
                     raise
+        self.committed.update(last)
         self.stats.batches += 1
+
+    def assigned(self, tps: Iterable[TP]) -> None:
+        """Faust gave this worker ``tps`` (again): what others committed there is ours now."""
+        for tp in tps:
+            self.committed.pop(tp, None)
+
+    async def still_ours(self, conn: AsyncConnection, topics: Iterable[str],
+                         partitions: set[int]) -> set[int]:
+        """The partitions on which nobody else committed since this worker last did.
+
+        Call inside a transaction holding :func:`lock_partitions` for them. A
+        partition on which another worker moved a checkpoint past this worker's
+        last commit (since its last assignment) belongs to that worker now: this
+        one is a zombie there and must not act on it (the order agent's deadlines).
+        """
+        tps = [(t, p) for t in topics for p in partitions]
+        stored = {(t, p): o for t, p, o in await conn.execute(
+            select(checkpoints.c.topic, checkpoints.c.partition, checkpoints.c.offset)
+            .where(checkpoints.c.consumer == self.handler.consumer,
+                   checkpoints.c.topic.in_({t for t, _ in tps}),
+                   checkpoints.c.partition.in_(partitions)))}
+        return {p for p in partitions
+                if all(stored.get((t, p), -1) <= self.committed.get((t, p), 1 << 62)
+                       for t in topics)}
 
     async def _apply_events(self, conn: AsyncConnection, handler: Handler,
                             fresh: list[Record]) -> list[CloudEvent]:
@@ -324,6 +368,19 @@ class Processor:
             .returning(processed_events.c.source, processed_events.c.event_id), rows)
         new_keys = {(s, i) for s, i in result}
         return [inc for key, inc in unique.items() if key in new_keys]
+
+
+async def lock_partitions(conn: AsyncConnection, consumer: str, partitions: Iterable[int]) -> None:
+    """Take ``consumer``'s transaction-scoped lock on each partition, in order.
+
+    One transaction per (agent, partition) at a time, across workers: a batch and
+    a deadline firing of one partition never interleave, so the order of
+    ``processed_events.seq`` is the order in which state changed, and a zombie's
+    late transaction waits for the owner's instead of overtaking it.
+    """
+    for partition in sorted(set(partitions)):
+        await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:c), :p)"),
+                           {"c": consumer, "p": partition})
 
 
 async def write_outbox(conn: AsyncConnection, producer: str, events: Sequence[CloudEvent]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import faust
 
@@ -62,7 +63,26 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
         orders.register_deadlines(app, deadlines, processors["orders"][1],
                                   settings.deadline_check_s)
     register_metrics(app, engine, {n: processors[n] for n in only})
+
+    async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **kw: Any) -> None:
+        """Faust's ``on_partitions_assigned`` (the set of topic-partitions): log them,
+        and let each processor take them as its own again (its zombie fence)."""
+        tps = [(tp.topic, tp.partition) for tp in (args[0] if args else ())]
+        for name in only:
+            processors[name][1].assigned(tps)
+        log_assignment(tps)
+
+    app.on_partitions_assigned.connect(on_assigned)
     return app
+
+
+def log_assignment(tps: list[tuple[str, int]]) -> None:
+    """Log the partitions this worker now owns, by topic (one line per rebalance)."""
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in tps:
+        by_topic.setdefault(topic, []).append(partition)
+    owned = " ".join(f"{t}{sorted(ps)}" for t, ps in sorted(by_topic.items()))
+    logging.getLogger("dropship").info("partitions assigned: %s", owned or "(none)")
 
 
 def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
