@@ -4,11 +4,13 @@ Who calls it: the chaos tests (``tests/chaos``). :func:`run_chaos` guarantees:
 1. the simulator (shops and suppliers as Kafka clients, every record recorded
    with its position) places ``orders`` orders at ``rate`` per second while
    ``workers`` ``dropship worker`` processes (one consumer group) work;
-2. meanwhile a controller injects the faults of the schedule, one at a time,
-   at seeded moments: SIGKILL a worker and start it again, restart Postgres
-   with ``pg_ctl restart -m immediate``, SIGSTOP a worker for longer than the
-   session timeout and SIGCONT it (it comes back as a zombie whose partitions
-   were given away);
+2. meanwhile (once every worker has joined its group) a controller injects the
+   faults of the schedule, one at a time, at seeded moments: SIGKILL a worker and
+   start it again; restart Postgres with ``pg_ctl restart -m immediate``; SIGSTOP
+   a worker for longer than the session timeout, then SIGCONT it (it comes back
+   as a zombie whose partitions were given away); send records of
+   ``fulfillment.allocation`` again, byte for byte (what a producer retry after a
+   lost acknowledgement does; the embedded broker has no idempotent producer);
 3. the simulator lives on for ``settle_s``, then stops; the run waits until
    every consumer has caught up and the outbox is empty (or ``catch_up_s`` passes);
 4. the workers are stopped (SIGTERM) whatever happened; the processes it
@@ -32,16 +34,21 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents.core.orders import Policy
 from agents.orders import policy_of
+from events.topics import ALLOCATION
 from pipeline.devstack import Stack
 from pipeline.devstack.processes import free_port
 from pipeline.devstack.stack import restart_postgres
+from pipeline.kafka import create_producer
 from pipeline.settings import Settings
+from pipeline.transactional import KafkaRangeReader
 from projections.catchup import backlog
 from simulator.run import Limits, SimClock, Simulation, Tally
 from simulator.world import make_world
 from tests.helpers import clean_env, start_worker
 
-KINDS = ("kill", "pg_restart", "pause")
+KINDS = ("kill", "pg_restart", "pause", "duplicate")
+#: Records a "duplicate" fault sends again, per partition of the allocation topic.
+DUPLICATES_PER_PARTITION = 5
 SESSION_TIMEOUT_S = 6.0
 #: Business settings of the chaos workers (as the demo's: at 1200x a real second
 #: is 20 minutes, so windows leave room for the pipeline's own latency).
@@ -62,6 +69,7 @@ class Fault:
     at_s: float      # seconds after the first order
     kind: str        # one of KINDS
     worker: int = 0  # which worker a kill or pause hits
+    down_s: float = 0.5  # how long a killed worker stays down before it is started again
 
 
 def schedule(seed: int, per_kind: int, span_s: float, workers: int = 1) -> list[Fault]:
@@ -127,6 +135,7 @@ class ChaosRun:
     record_file: Path
     tally: Tally = field(default_factory=Tally)
     injected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    duplicated: int = 0  # records sent again by "duplicate" faults
     caught_up: bool = False
     seconds: float = 0.0
     workers: list[Worker] = field(default_factory=list)
@@ -154,13 +163,40 @@ class Controller:
             worker = self.workers[fault.worker]
             if fault.kind == "kill":
                 worker.kill()
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(fault.down_s)
                 worker.start()
             elif fault.kind == "pg_restart":
                 self.stack = await asyncio.to_thread(restart_postgres, self.stack, "immediate")
+            elif fault.kind == "duplicate":
+                await self.duplicate(random.Random(fault.at_s))
             else:
                 await worker.pause(SESSION_TIMEOUT_S + 3.0)
             self.run.injected[fault.kind] += 1
+
+    async def duplicate(self, rng: random.Random) -> None:
+        """Send some allocation commands already on Kafka once more, unchanged."""
+        settings = self.run.settings
+        reader = KafkaRangeReader(settings, timeout_s=60.0)
+        producer = create_producer(settings)
+        await producer.start()
+        try:
+            for partition in range(settings.kafka_topic_partitions):
+                records = await reader.read(ALLOCATION, partition, 0, 10**12)
+                for rec in rng.sample(records, min(DUPLICATES_PER_PARTITION, len(records))):
+                    await producer.send_and_wait(ALLOCATION, rec.value, key=rec.key,
+                                                 partition=partition)
+                    self.run.duplicated += 1
+        finally:
+            await producer.stop()
+
+
+async def wait_joined(workers: list[Worker], timeout_s: float = 120.0) -> None:
+    """Wait until every worker has been assigned partitions (its log says so)."""
+    deadline = time.monotonic() + timeout_s
+    while not all("partitions assigned" in w.log() for w in workers):
+        assert all(w.alive for w in workers), "a worker exited while starting"
+        assert time.monotonic() < deadline, "workers never joined their group"
+        await asyncio.sleep(0.5)
 
 
 async def wait_caught_up(settings: Settings, engine: AsyncEngine, timeout_s: float) -> bool:
@@ -193,6 +229,7 @@ async def run_chaos(stack: Stack, settings: Settings, engine: AsyncEngine, tmp: 
     try:
         for worker in run.workers:
             worker.start()
+        await wait_joined(run.workers)  # faults hit workers at work, not still starting
         world = make_world(seed, f"c{seed}", skus=skus, payment_window=PAYMENT_WINDOW)
         sim = Simulation(settings, world, clock, record=run.record_file)
         await sim.start()

@@ -26,6 +26,7 @@ SEED = 20261122
 def judged(run: ChaosRun, verdict: checker.Verdict) -> str:
     """The run's figures and the checker's table, as the test prints them."""
     faults = ", ".join(f"{k} {n}" for k, n in run.injected.items())
+    faults += f" ({run.duplicated} records sent twice)"
     return (f"{run.tally.orders:,} orders, {sum(run.tally.sent.values()):,} records sent "
             f"({run.tally.malformed_count} malformed) in {run.seconds:.0f} s; faults: {faults}\n"
             f"{verdict.table()}")
