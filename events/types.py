@@ -13,12 +13,15 @@ Rules (each error names the field and one of these rule names):
   ``money_format``) with at most the currency's ISO 4217 minor units
   (``money_minor_units``: ``"12.345"`` EUR or ``"5.5"`` JPY are refused);
 - currencies: ISO 4217 codes (``iso4217``); countries: ISO 3166-1 alpha-2 (``iso3166``);
-- times: RFC 3339 with a timezone (``timezone_aware``).
+- times: RFC 3339 with a timezone (``timezone_aware``), from 1970-01-01T00:00:00Z
+  up to (not including) 3000-01-01T00:00:00Z (``time_range``): a deadline
+  computed from a time in year 1 or 9999 cannot be stored or even computed.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Final
 
@@ -46,7 +49,19 @@ _AMOUNT_RE: Final = re.compile(AMOUNT_PATTERN)
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 Text = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=TEXT_PATTERN)]
 Quantity = Annotated[int, Field(strict=True, gt=0, le=MAX_QUANTITY)]
-Timestamp = AwareDatetime
+EARLIEST_TIME: Final = datetime(1970, 1, 1, tzinfo=UTC)
+END_OF_TIME: Final = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def _check_time_range(value: datetime) -> datetime:
+    if not EARLIEST_TIME <= value < END_OF_TIME:
+        raise PydanticCustomError(
+            "time_range", "'{value}' is not between 1970-01-01T00:00:00Z and 3000-01-01T00:00:00Z",
+            {"value": value.isoformat()})
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_check_time_range)]
 
 
 def _check_currency(code: str) -> str:
