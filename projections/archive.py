@@ -17,7 +17,8 @@ def envelope_fields(value: bytes) -> tuple[str | None, str | None, str | None]:
     """(id, type, subject) of a record value, for indexing ``event_log``.
 
     A valid event is read with the codec; an invalid one is still archived, with
-    whatever of these attributes plain JSON parsing finds (None where absent).
+    whatever of these attributes plain JSON parsing finds (None where absent, or
+    where Postgres could not store it as text).
     """
     try:
         event = decode(value)
@@ -34,7 +35,13 @@ def envelope_fields(value: bytes) -> tuple[str | None, str | None, str | None]:
 
     def text(name: str) -> str | None:
         field = doc.get(name)
-        return field[:200] if isinstance(field, str) else None
+        if not isinstance(field, str) or "\x00" in field:  # Postgres text cannot hold NUL
+            return None
+        try:
+            field.encode()
+        except UnicodeEncodeError:  # a lone surrogate ("\ud800") is no text either
+            return None
+        return field[:200]
 
     return text("id"), text("type"), text("subject")
 
