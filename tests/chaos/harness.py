@@ -41,7 +41,7 @@ from pipeline.devstack.stack import restart_postgres
 from pipeline.kafka import create_producer
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader
-from projections.catchup import backlog
+from projections.catchup import lag_rows, unsent
 from simulator.run import Limits, SimClock, Simulation, Tally
 from simulator.world import make_world
 from tests.helpers import clean_env, start_worker
@@ -55,6 +55,8 @@ SESSION_TIMEOUT_S = 6.0
 PAYMENT_WINDOW = timedelta(hours=6)
 HOLD_TIMEOUT = timedelta(hours=12)
 SPEED = 1200.0
+#: An outbox that has not moved for this long while nothing lags is stuck (a bug).
+STALLED_S = 20.0
 
 
 def policy() -> Policy:
@@ -200,14 +202,21 @@ async def wait_joined(workers: list[Worker], timeout_s: float = 120.0) -> None:
 
 
 async def wait_caught_up(settings: Settings, engine: AsyncEngine, timeout_s: float) -> bool:
-    """True once nothing is left to apply or publish, twice in a row."""
-    deadline, quiet = time.monotonic() + timeout_s, 0
+    """True once every consumer has applied everything written (lag 0) and the outbox
+    is empty or has stopped moving (``STALLED_S``; the checker then reports what is
+    left), twice in a row; False if ``timeout_s`` passes first."""
+    deadline, quiet, since, last = time.monotonic() + timeout_s, 0, time.monotonic(), -1
     while time.monotonic() < deadline:
         try:
-            left = await backlog(settings, engine)
+            rows = await lag_rows(settings, engine)
+            lag = None if any(r.lag is None for r in rows) else sum(r.lag or 0 for r in rows)
+            left = await unsent(engine)
         except Exception:  # Postgres may be restarting
-            left = None
-        quiet = quiet + 1 if left == 0 else 0
+            lag, left = None, -1
+        if left != last:
+            since, last = time.monotonic(), left
+        settled = left == 0 or time.monotonic() - since > STALLED_S
+        quiet = quiet + 1 if lag == 0 and settled else 0
         if quiet >= 2:
             return True
         await asyncio.sleep(1.5)

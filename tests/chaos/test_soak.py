@@ -49,7 +49,7 @@ async def test_chaos_soak_keeps_every_invariant(
                           skus=max(40, soak.orders // 50))  # a bigger catalog for more orders
     assert run.injected == dict.fromkeys(KINDS, soak.faults)
     assert run.tally.orders == soak.orders
-    assert run.caught_up, "the pipeline did not catch up after the faults"
     verdict = await judge(run, chaos_engine)
+    assert run.caught_up, f"the pipeline did not catch up\n{judged(run, verdict)}"
     assert verdict.counts["orders"] == soak.orders
     assert verdict.ok, judged(run, verdict)

@@ -31,9 +31,9 @@ async def test_two_workers_one_killed_and_restarted(
               Fault(30.0, "pause", worker=0), Fault(45.0, "kill", worker=1)]
     run = await run_chaos(chaos_stack, chaos_settings, chaos_engine, tmp_path,
                           orders=ORDERS, rate=RATE, faults=faults, workers=2, seed=7)
-    assert run.caught_up
-    assert [w.starts for w in run.workers] == [1, 3]
     verdict = await judge(run, chaos_engine)
+    assert run.caught_up, f"the pipeline did not catch up\n{judged(run, verdict)}"
+    assert [w.starts for w in run.workers] == [1, 3]
     assert verdict.counts["orders"] == ORDERS
     assert verdict.ok, judged(run, verdict)
     owned = [owned_partitions(w.log()) for w in run.workers]

@@ -11,10 +11,7 @@ reference is deterministic.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -31,12 +28,11 @@ from events.codec import decode, encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import DECISIONS, STOCK
 from pipeline.checkpoints import load_checkpoint
-from pipeline.devstack.processes import free_port
 from pipeline.kafka import create_producer, ensure_topics
 from pipeline.schema import allocation_state, outbox
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader, derive
-from tests.helpers import start_worker
+from tests.chaos.harness import Worker
 from tests.unit import allocation_factories as f
 
 pytestmark = pytest.mark.e2e
@@ -94,34 +90,6 @@ def reference(catalog: list[CloudEvent], commands: list[CloudEvent],
         states[sku] = state
         derived.update((e.id, encode(e)) for e in derive(event, payloads, CONSUMER))
     return states, derived
-
-
-class Worker:
-    """A `dropship worker` process we start, kill and restart."""
-
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env, self.log_dir = env, log_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        self.starts += 1
-        self.proc = start_worker({**self.env, "DROPSHIP_WEB_PORT": str(free_port())},
-                                 self.log_dir / f"worker-{self.starts}.log")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
 
 
 Positions = dict[tuple[str, int], int]
@@ -203,7 +171,7 @@ async def test_sigkill_three_times_changes_nothing(
     await ensure_topics(migrated)
     catalog, commands = scenario(run_id)
     skus = {e.subject for e in catalog}
-    worker = Worker(cli_env(DROPSHIP_AGENT_BATCH_SIZE=str(BATCH_SIZE)), tmp_path)
+    worker = Worker("worker", cli_env(DROPSHIP_AGENT_BATCH_SIZE=str(BATCH_SIZE)), tmp_path)
     killed_at: list[float] = []
     try:
         worker.start()
