@@ -73,7 +73,8 @@ def dump_order(order: Order) -> dict[str, Any]:
     for ret in doc["returns"].values():
         ret["received"] = sorted(ret["received"])
     doc["held"] = [{"type": h.message.TYPE, "data": h.message.model_dump(mode="json"),
-                    "time": h.time.isoformat(), "held_at": h.held_at.isoformat()}
+                    "time": h.time.isoformat(), "held_at": h.held_at.isoformat(),
+                    "sender": h.sender}
                    for h in order.held]
     return doc
 
@@ -81,7 +82,8 @@ def dump_order(order: Order) -> dict[str, Any]:
 def load_order(doc: dict[str, Any]) -> Order:
     held = tuple(
         Held(MESSAGE_TYPES[h["type"]].model_validate_json(json.dumps(h["data"])),
-             datetime.fromisoformat(h["time"]), datetime.fromisoformat(h["held_at"]))
+             datetime.fromisoformat(h["time"]), datetime.fromisoformat(h["held_at"]),
+             h.get("sender"))
         for h in doc.get("held", ()))
     order = _ORDER.validate_python({**doc, "held": ()})
     return replace(order, held=held)
@@ -146,7 +148,8 @@ class OrderHandler:
             oid = _order_id(inc.event.data)
             try:
                 orders[oid], outputs = order_rules.decide(orders[oid], inc.event.data,
-                                                          inc.event.time, self.policy)
+                                                          inc.event.time, self.policy,
+                                                          inc.event.source)
             except Exception as exc:  # a bug or an unforeseen input: park it, go on
                 out.append(failed(inc.record, exc, self.consumer))
                 continue

@@ -61,11 +61,20 @@ from events.types import Money
 
 # --- entry points -------------------------------------------------------------
 
-def decide(order: Order, message: Message, now: datetime, policy: Policy) -> Result:
-    """Apply one event, then any held event it unblocks; publish the status if it changed."""
+def decide(order: Order, message: Message, now: datetime, policy: Policy,
+           sender: str | None = None) -> Result:
+    """Apply one event, then any held event it unblocks; publish the status if it changed.
+
+    ``sender`` is the event's CloudEvents source: a shop's event about an order of
+    another shop (an order id two shops use) is refused, not applied; None (tests
+    of other rules) skips that check, except for an ``OrderPlaced``'s own shop id.
+    """
     before = order
+    foreign = _foreign(order, message, sender)
+    if foreign is not None:
+        return order, [foreign]
     if not _applicable(order, message):
-        return _hold(order, message, now, policy)
+        return _hold(order, message, now, policy, sender)
     order, out = _apply(order, message, now, policy)
     order, more = _apply_held(order, policy)
     return _with_status(before, order, [*out, *more], now)
@@ -135,10 +144,27 @@ def _applicable(order: Order, message: Message) -> bool:
     return not (isinstance(message, DeliveryConfirmed) and not order.shipments)
 
 
-def _hold(order: Order, message: Message, now: datetime, policy: Policy) -> Result:
+SHOP_EVENTS = (OrderPlaced, PaymentConfirmed, OrderCancelled, ReturnRequested, DeliveryConfirmed)
+
+
+def _foreign(order: Order, message: Message, sender: str | None) -> Refused | None:
+    """A refusal if a shop's event is about a placed order of another shop."""
+    if not order.placed or not isinstance(message, SHOP_EVENTS):
+        return None
+    if isinstance(message, OrderPlaced):
+        sender = f"shop/{message.shop_id}"
+    owner = f"shop/{order.shop_id}"
+    if sender is None or sender == owner:
+        return None
+    return Refused(f"{message.TYPE} from {sender[:200]} is about order {order.order_id}, "
+                   f"which belongs to {owner}")
+
+
+def _hold(order: Order, message: Message, now: datetime, policy: Policy,
+          sender: str | None = None) -> Result:
     if len(order.held) >= policy.max_held:
         return order, [Refused(f"{policy.max_held} events already wait for this order")]
-    return replace(order, held=(*order.held, Held(message, now, now))), []
+    return replace(order, held=(*order.held, Held(message, now, now, sender))), []
 
 
 def _apply_held(order: Order, policy: Policy) -> Result:
@@ -147,9 +173,12 @@ def _apply_held(order: Order, policy: Policy) -> Result:
     while progress:
         progress = False
         for held in order.held:
-            if _applicable(order, held.message):
+            foreign = _foreign(order, held.message, held.sender)
+            if foreign is not None or _applicable(order, held.message):
                 rest = tuple(h for h in order.held if h is not held)
-                order, more = _apply(replace(order, held=rest), held.message, held.time, policy)
+                order, more = ((replace(order, held=rest), [foreign]) if foreign is not None
+                               else _apply(replace(order, held=rest), held.message,
+                                           held.time, policy))
                 out += [replace(o, held=held.message) if isinstance(o, Refused) else o
                         for o in more]
                 progress = True

@@ -107,6 +107,8 @@ class Held:
     message: Message
     time: datetime
     held_at: datetime
+    sender: str | None = None  # the CloudEvents source it came from (a shop may act
+    #                            only on its own orders; checked when it is released)
 
 
 @dataclass(frozen=True)

@@ -161,7 +161,7 @@ class Replay:
         oid = str(getattr(event.data, "order_id"))  # noqa: B009
         try:
             self.orders[oid], outputs = order_rules.decide(
-                self.orders.get(oid, Order(oid)), event.data, event.time, policy)
+                self.orders.get(oid, Order(oid)), event.data, event.time, policy, event.source)
         except Exception as exc:
             self._derived([failed(inc.record, exc, orders.CONSUMER)])
             return

@@ -377,3 +377,38 @@ def test_two_firings_at_one_instant_get_numbers_of_their_own() -> None:
            for n, out in ((n0, first), (n1, second))]
     assert ids[0].isdisjoint(ids[1])
     assert fire(order, instant, POLICY) == (order, [], -1)  # nothing left to do at it
+
+
+def test_a_shop_may_act_only_on_its_own_orders() -> None:
+    """Two shops using one order id: the second shop's events are refused (dead-lettered
+    by the agent), never applied to the first shop's order; the owner's still apply."""
+    from agents.core.order_rules import decide
+    from agents.core.orders import Order, Refused
+    from tests.unit.order_factories import ORDER, POLICY, at
+
+    order, _ = decide(Order(ORDER), placed(), at(0), POLICY, "shop/acme")
+    for message in (paid(), cancelled(), placed().model_copy(update={"shop_id": "rival"})):
+        after, out = decide(order, message, at(1), POLICY, "shop/rival")
+        assert after == order
+        assert [type(o) for o in out] == [Refused]
+        assert "belongs to shop/acme" in out[0].reason  # type: ignore[union-attr]
+    again, out = decide(order, placed(), at(1), POLICY, "shop/acme")
+    assert (again, out) == (order, [])  # its own order placed again: nothing changes
+    paid_order, _ = decide(order, paid(), at(1), POLICY, "shop/acme")
+    assert paid_order.paid_at is not None
+
+
+def test_a_held_event_of_another_shop_is_refused_when_the_order_arrives() -> None:
+    from agents.core.order_rules import decide
+    from agents.core.orders import Order, Refused
+    from tests.unit.order_factories import ORDER, POLICY, at
+
+    early, out = decide(Order(ORDER), paid(), at(0), POLICY, "shop/rival")
+    assert out == []
+    assert len(early.held) == 1  # held: the order it belongs to is unknown yet
+    order, out = decide(early, placed(), at(1), POLICY, "shop/acme")
+    refusals = [o for o in out if isinstance(o, Refused)]
+    assert len(refusals) == 1
+    assert refusals[0].held == paid()  # the dead letter carries the held payment
+    assert order.paid_at is None
+    assert order.held == ()
