@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, ClassVar
+from typing import Annotated, ClassVar, Final
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -55,6 +55,11 @@ class _ShopEvent(Event):
     SUBJECT: ClassVar[str] = "order_id"
 
 
+#: An order's total must be a valid amount (15 integer digits), as the status
+#: events, refunds and read models that carry it are.
+MAX_TOTAL: Final = Decimal(10) ** 15
+
+
 class OrderPlaced(_ShopEvent):
     """A customer placed an order in a shop. All prices are in ``currency``."""
 
@@ -79,6 +84,11 @@ class OrderPlaced(_ShopEvent):
                     {"line_id": line.line_id, "line_currency": line.unit_price.currency,
                      "currency": self.currency},
                 )
+        total = sum((ln.unit_price.amount * ln.quantity for ln in self.lines), start=Decimal(0))
+        if total >= MAX_TOTAL:
+            raise PydanticCustomError(
+                "total_too_large", "the order total {total} is not below {limit}",
+                {"total": str(total), "limit": str(MAX_TOTAL)})
         return self
 
     def total(self) -> Money:

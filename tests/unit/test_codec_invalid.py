@@ -145,3 +145,26 @@ def test_wrong_topic_is_refused() -> None:
 
 def test_there_are_at_least_thirty_cases() -> None:
     assert len(MUTATIONS) + len(RAW_CASES) >= 30
+
+
+
+def test_an_order_whose_total_is_no_valid_amount_is_refused() -> None:
+    """Found by fuzzing: each line valid, the total beyond 15 digits, so the status
+    event the order agent derived from it did not decode."""
+    import json
+
+    import pytest
+
+    from events.codec import DecodeError, decode, encode
+    from events.orders import OrderPlaced
+    from tests.helpers import sample_order
+
+    envelope = json.loads(encode(sample_order("big-1")))
+    envelope["data"]["lines"][0]["unit_price"]["amount"] = "999999999999999"  # x 2
+    with pytest.raises(DecodeError) as refused:
+        decode(json.dumps(envelope).encode())
+    assert refused.value.rule == "total_too_large"
+    envelope["data"]["lines"][0]["unit_price"]["amount"] = "499999999999999"
+    accepted = decode(json.dumps(envelope).encode()).data
+    assert isinstance(accepted, OrderPlaced)
+    assert accepted.total().amount < 10**15
