@@ -42,6 +42,15 @@ def start_worker(env: dict[str, str], log_path: Path, *args: str) -> subprocess.
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
+def isolate_env(monkeypatch: Any, workdir: Path) -> None:
+    """For settings tests: drop every ``DROPSHIP_`` variable and work in ``workdir``,
+    so no variable or env file of the developer leaks in."""
+    for key in list(os.environ):
+        if key.startswith("DROPSHIP_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(workdir)
+
+
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0,
             cwd: Path | None = None, stdin: str | None = None,
             ) -> subprocess.CompletedProcess[str]:

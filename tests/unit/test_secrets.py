@@ -14,7 +14,7 @@ from pipeline.settings import (
     masked,
     redact_url,
 )
-from tests.helpers import clean_env, run_cli
+from tests.helpers import clean_env, isolate_env, run_cli
 
 PASSWORD = "s3cr3t-P@ss/word"  # '@' and '/' unencoded: the parser must keep it whole
 URL = f"postgresql+asyncpg://dropship_app:{PASSWORD}@db.internal:5432/dropship"
@@ -23,12 +23,8 @@ ADMIN_URL = "postgresql+asyncpg://owner:0wnerPassw0rd@db.internal:5432/dropship"
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("DROPSHIP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+    """No DROPSHIP_ variable or env file of the developer leaks into these tests."""
+    isolate_env(monkeypatch, tmp_path)
 
 
 @pytest.mark.parametrize(("url", "shown"), [

@@ -7,18 +7,13 @@ from pathlib import Path
 import pytest
 
 from pipeline.settings import Settings, SettingsError, load_settings
-from tests.helpers import clean_env, run_cli
+from tests.helpers import clean_env, isolate_env, run_cli
 
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No DROPSHIP_ variable or env file of the developer leaks into these tests."""
-    import os
-
-    for key in list(os.environ):
-        if key.startswith("DROPSHIP_"):
-            monkeypatch.delenv(key)
-    monkeypatch.chdir(tmp_path)
+    isolate_env(monkeypatch, tmp_path)
 
 
 def test_defaults_target_the_embedded_stack_on_loopback() -> None:
