@@ -29,6 +29,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--soak-orders", default="2000", help="orders the chaos soak places")
     group.addoption("--soak-faults", default="3", help="faults of each kind it injects")
     group.addoption("--soak-rate", default="40", help="orders per second it places")
+    group.addoption("--soak-speed", default="1200",
+                    help="simulated seconds per real second (slower: fewer deadlines expire "
+                         "while a long soak's backlog waits)")
 
 
 @pytest.fixture(scope="session")

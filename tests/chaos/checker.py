@@ -91,15 +91,23 @@ class Verdict:
 
 @dataclass
 class Topics:
-    """Every record on the broker, by position, with what it decodes to."""
+    """Every record on the broker, by position, with the (source, id) it decodes to.
+
+    Decoded events are not kept (a long soak has millions): :meth:`event` decodes again.
+    """
 
     records: dict[Position, Record] = field(default_factory=dict)
-    events: dict[Position, CloudEvent] = field(default_factory=dict)
+    keys: dict[Position, Key] = field(default_factory=dict)
     refused: dict[Position, DecodeError] = field(default_factory=dict)
-    first: dict[tuple[str, Key], Position] = field(default_factory=dict)  # (topic, key) ->
+    placed: set[str] = field(default_factory=set)  # order ids of every OrderPlaced
 
-    def by_key(self) -> dict[Key, CloudEvent]:
-        return {(e.source, e.id): e for _, e in sorted(self.events.items(), reverse=True)}
+    def by_key(self) -> dict[Key, Position]:
+        """Where each (source, id) first occurs."""
+        return {k: pos for pos, k in sorted(self.keys.items(), reverse=True)}
+
+    def event(self, pos: Position) -> CloudEvent:
+        rec = self.records[pos]
+        return decode(rec.value, key=rec.key, topic=pos[0])
 
 
 async def read_topics(settings: Settings) -> Topics:
@@ -116,8 +124,9 @@ async def read_topics(settings: Settings) -> Topics:
                 except DecodeError as err:
                     found.refused[pos] = err
                     continue
-                found.events[pos] = event
-                found.first.setdefault((topic, (event.source, event.id)), pos)
+                found.keys[pos] = (event.source, event.id)
+                if isinstance(event.data, OrderPlaced):
+                    found.placed.add(event.data.order_id)
     return found
 
 
@@ -207,9 +216,9 @@ def replay(applied: dict[str, list[Key]], topics: Topics, policy: Policy,
         rows = applied.get(consumer, [])
         done = set(rows)
         wanted: dict[Key, Position] = {}
-        for pos, e in sorted(topics.events.items()):
+        for pos, k in sorted(topics.keys.items()):
             if pos[0] in agent_topics:
-                wanted.setdefault((e.source, e.id), pos)  # the first occurrence is applied
+                wanted.setdefault(k, pos)  # the first occurrence is applied
         verdict.add("nothing_lost", [f"{consumer} never applied {k} at {pos}"
                                      for k, pos in sorted(wanted.items(), key=lambda x: x[1])
                                      if k not in done])
@@ -218,11 +227,12 @@ def replay(applied: dict[str, list[Key]], topics: Topics, policy: Policy,
             if key[0] == orders.CLOCK_SOURCE:
                 ref.deadline(key[1], policy)
                 continue
-            event = events.get(key)
-            if event is None:
-                verdict.add("nothing_lost", [f"{consumer} applied {key}, which is not on Kafka"])
+            if key not in wanted:
+                where = "not on Kafka" if key not in events else f"only at {events[key]}"
+                verdict.add("nothing_lost", [f"{consumer} applied {key}, {where}"])
                 continue
-            topic, partition, offset = wanted.get(key, ("?", -1, -1))
+            topic, partition, offset = wanted[key]
+            event = topics.event((topic, partition, offset))
             if last.get((topic, partition), -1) >= offset:
                 verdict.add("partition_order", [f"{consumer} applied {topic}[{partition}]"
                                                 f"@{offset} after @{last[(topic, partition)]}"])
@@ -284,13 +294,13 @@ def check_published(topics: Topics, ref: Replay) -> list[str]:
     ours = {f"dropship/{c}" for c in AGENTS}
     got: dict[str, bytes] = {}
     bad = []
-    for pos, event in sorted(topics.events.items()):
-        if event.source not in ours:
+    for pos, (source, event_id) in sorted(topics.keys.items()):
+        if source not in ours:
             continue
         value = topics.records[pos].value
-        if got.get(event.id, value) != value:
-            bad.append(f"{event.id} published twice with other bytes")
-        got[event.id] = value
+        if got.get(event_id, value) != value:
+            bad.append(f"{event_id} published twice with other bytes")
+        got[event_id] = value
     want = ref.published
     bad += [f"{i} published, not derived by the reference" for i in got.keys() - want.keys()]
     bad += [f"{i} derived by the reference, never published" for i in want.keys() - got.keys()]
@@ -301,7 +311,7 @@ def check_published(topics: Topics, ref: Replay) -> list[str]:
 
 async def check_read_models(engine: AsyncEngine, topics: Topics, ref: Replay,
                             malformed: list[Position], verdict: Verdict) -> None:
-    placed = {e.data.order_id for e in topics.events.values() if isinstance(e.data, OrderPlaced)}
+    placed = topics.placed
     async with engine.connect() as conn:
         status: dict[str, str] = dict((await conn.execute(text(
             "SELECT order_id, status FROM read.order_status"))).all())

@@ -28,18 +28,20 @@ from tests.helpers import make_state_dir
 
 @dataclass(frozen=True)
 class Soak:
-    """How big a soak is: orders, faults of each kind, orders per second."""
+    """How big a soak is: orders, faults of each kind, orders per second, clock speed."""
 
     orders: int
     faults: int
     rate: float
+    speed: float
 
 
 @pytest.fixture
 def soak(request: pytest.FixtureRequest) -> Soak:
     """The short soak by default; ``--soak-orders/--soak-faults/--soak-rate`` for the long one."""
     opt = request.config.getoption
-    return Soak(int(opt("--soak-orders")), int(opt("--soak-faults")), float(opt("--soak-rate")))
+    return Soak(int(opt("--soak-orders")), int(opt("--soak-faults")), float(opt("--soak-rate")),
+                float(opt("--soak-speed")))
 
 
 @pytest.fixture

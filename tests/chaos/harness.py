@@ -226,12 +226,12 @@ async def wait_caught_up(settings: Settings, engine: AsyncEngine, timeout_s: flo
 async def run_chaos(stack: Stack, settings: Settings, engine: AsyncEngine, tmp: Path, *,
                     orders: int, rate: float, faults: list[Fault], workers: int = 1,
                     settle_s: float = 10.0, catch_up_s: float = 300.0,
-                    seed: int = 1, skus: int = 40) -> ChaosRun:
+                    seed: int = 1, skus: int = 40, speed: float = SPEED) -> ChaosRun:
     """Steps 1-4 of the module docstring."""
     clock_file = tmp / "clock"
     run = ChaosRun(settings, tmp / "records.jsonl")
     env = worker_env(stack, f"chaos-{uuid.uuid4().hex[:8]}", clock_file)
-    clock = SimClock(SPEED, file=clock_file)
+    clock = SimClock(speed, file=clock_file)
     run.workers = [Worker(f"worker{i}", env, tmp) for i in range(workers)]
     t_start = time.monotonic()
     chaos: asyncio.Task[None] | None = None

@@ -46,7 +46,7 @@ async def test_chaos_soak_keeps_every_invariant(
     faults = schedule(SEED, soak.faults, span_s)
     run = await run_chaos(chaos_stack, chaos_settings, chaos_engine, tmp_path,
                           orders=soak.orders, rate=soak.rate, faults=faults, seed=SEED,
-                          catch_up_s=max(300.0, span_s),
+                          catch_up_s=max(300.0, 2 * span_s), speed=soak.speed,
                           skus=max(40, soak.orders // 50))  # a bigger catalog for more orders
     assert run.injected == dict.fromkeys(KINDS, soak.faults)
     assert run.tally.orders == soak.orders
