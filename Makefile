@@ -18,7 +18,7 @@ demo: $(VENV)/.installed
 	$(BIN)/dropship demo
 
 test: $(VENV)/.installed lint
-	$(BIN)/pytest -v
+	$(BIN)/pytest -v --durations=15
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

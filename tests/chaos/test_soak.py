@@ -2,8 +2,8 @@
 
 The short version runs in CI (2,000 orders, 3 faults of each kind); the long one
 on demand, e.g. ``pytest tests/chaos -k soak --soak-orders 50000 --soak-faults 10
---timeout 5000`` (docs/reliability.md; ``--timeout`` lifts the 10-minute limit per
-test). Afterwards the checker (``tests/chaos/checker.py``) compares
+--soak-speed 120 --timeout 5000`` (docs/reliability.md; ``--timeout`` lifts the
+10-minute limit per test). Afterwards the checker (``tests/chaos/checker.py``) compares
 the end state with a crash-free replay of the pure core over the recorded inputs.
 """
 

@@ -20,15 +20,15 @@ from tests.chaos.harness import Fault, run_chaos
 from tests.chaos.test_soak import judge, judged
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
-ORDERS, RATE = 1000, 40.0
+ORDERS, RATE = 600, 40.0
 
 
 async def test_two_workers_one_killed_and_restarted(
         chaos_stack: Stack, chaos_settings: Settings, chaos_engine: AsyncEngine,
         tmp_path: Path) -> None:
     # down longer than the session timeout: the group gives its partitions to the other
-    faults = [Fault(5.0, "kill", worker=1, down_s=15.0), Fault(25.0, "duplicate"),
-              Fault(30.0, "pause", worker=0), Fault(45.0, "kill", worker=1)]
+    faults = [Fault(4.0, "kill", worker=1, down_s=15.0), Fault(20.0, "duplicate"),
+              Fault(24.0, "pause", worker=0), Fault(36.0, "kill", worker=1)]
     run = await run_chaos(chaos_stack, chaos_settings, chaos_engine, tmp_path,
                           orders=ORDERS, rate=RATE, faults=faults, workers=2, seed=7)
     verdict = await judge(run, chaos_engine)
