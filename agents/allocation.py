@@ -98,6 +98,18 @@ async def save_states(conn: AsyncConnection, states: Sequence[core.SkuState]) ->
 
 # --- the handler -----------------------------------------------------------------
 
+def apply_one(state: core.SkuState, inc: Incoming,
+              consumer: str) -> tuple[core.SkuState, list[CloudEvent]]:
+    """Apply one event to its sku's state: (new state, what it publishes). If the core
+    raises (a bug or an unforeseen input), the state stays and the event is dead-lettered.
+    Shared by the handler and replaying checkers."""
+    try:
+        new, payloads = core.apply(state, inc.event.data, inc.event.time)
+    except Exception as exc:  # park it, go on
+        return state, [failed(inc.record, exc, consumer)]
+    return new, derive(inc.event, payloads, consumer)
+
+
 class AllocationHandler:
     """Applies catalog events and allocation commands to per-sku state, in order."""
 
@@ -112,13 +124,9 @@ class AllocationHandler:
         out: list[CloudEvent] = []
         for inc in batch:
             sku = inc.event.subject
-            try:
-                state, payloads = core.apply(states[sku], inc.event.data, inc.event.time)
-            except Exception as exc:  # a bug or an unforeseen input: park it, go on
-                out.append(failed(inc.record, exc, self.consumer))
-                continue
+            state, events = apply_one(states[sku], inc, self.consumer)
             if state is not states[sku]:
                 states[sku] = changed[sku] = state
-            out.extend(derive(inc.event, payloads, self.consumer))
+            out.extend(events)
         await save_states(conn, [changed[s] for s in sorted(changed)])
         return out

@@ -332,11 +332,11 @@ class Processor:
         last commit (since its last assignment) belongs to that worker now: this
         one is a zombie there and must not act on it (the order agent's deadlines).
         """
-        tps = [(t, p) for t in topics for p in partitions]
+        topics = tuple(topics)  # iterated once per partition below
         stored = {(t, p): o for t, p, o in await conn.execute(
             select(checkpoints.c.topic, checkpoints.c.partition, checkpoints.c.offset)
             .where(checkpoints.c.consumer == self.handler.consumer,
-                   checkpoints.c.topic.in_({t for t, _ in tps}),
+                   checkpoints.c.topic.in_(topics),
                    checkpoints.c.partition.in_(partitions)))}
         return {p for p in partitions
                 if all(stored.get((t, p), -1) <= self.committed.get((t, p), 1 << 62)

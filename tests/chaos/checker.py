@@ -153,17 +153,12 @@ class Replay:
     problems: list[str] = field(default_factory=list)
 
     def allocation(self, inc: Incoming) -> None:
-        event = inc.event
-        sku = event.subject
+        sku = inc.event.subject
         before = self.skus.get(sku, alloc_core.SkuState(sku))
-        try:
-            state, payloads = alloc_core.apply(before, event.data, event.time)
-        except Exception as exc:  # the agent dead-letters it and keeps the state: so do we
-            self._derived([failed(inc.record, exc, allocation.CONSUMER)])
-            return
+        state, events = allocation.apply_one(before, inc, allocation.CONSUMER)
         if state is not before:  # the agent saves a sku's row only when it changed
             self.skus[sku] = state
-        self._derived(derive(event, payloads, allocation.CONSUMER))
+        self._derived(events)
 
     def order_event(self, inc: Incoming, policy: Policy) -> None:
         event = inc.event
