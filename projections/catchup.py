@@ -31,11 +31,22 @@ async def lag_rows(settings: Settings, engine: AsyncEngine) -> list[Lag]:
 
 async def backlog(settings: Settings, engine: AsyncEngine) -> int | None:
     """Records written and not applied, plus outbox rows not yet published; None if
-    some partition's end is unknown (the broker could not be asked)."""
+    some partition's end is unknown (the broker could not be asked).
+
+    Steps, in this order, so that 0 means settled and not "between two reads":
+    1. the lag of every consumer (the broker's ends, then the checkpoints);
+    2. the outbox rows not yet published;
+    3. the broker's ends again: records written since step 1 (an outbox row the
+       relay published between steps 1 and 2) count as backlog too.
+    """
     rows = await lag_rows(settings, engine)
     if any(r.lag is None for r in rows):
         return None
-    return sum(r.lag or 0 for r in rows) + await unsent(engine)
+    left = await unsent(engine)
+    after = await broker_ends(settings, {r.topic for r in rows})
+    grown = sum(max(after.get((r.topic, r.partition), -1) - (r.last_offset or 0), 0)
+                for r in rows)  # per consumer, as the lag counts it
+    return sum(r.lag or 0 for r in rows) + left + grown
 
 
 async def unsent(engine: AsyncEngine) -> int:

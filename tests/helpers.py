@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -40,6 +42,26 @@ def start_worker(env: dict[str, str], log_path: Path, *args: str) -> subprocess.
     with log_path.open("wb") as log:
         return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def stop_worker(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 60.0) -> int:
+    """SIGTERM a worker from :func:`start_worker` and return its exit code.
+
+    If it has not exited within ``timeout_s``: SIGUSR1 (Faust then prints the stack
+    of every asyncio task into its log), SIGKILL after 3 s, and an AssertionError
+    carrying the end of the log, so a hang in CI says where it hung.
+    """
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGUSR1)
+        time.sleep(3)
+        proc.kill()
+        proc.wait(timeout=10)
+        tail = log_path.read_text(errors="replace")[-12000:]
+        raise AssertionError(f"worker {proc.pid} still running {timeout_s:.0f} s after "
+                             f"SIGTERM; end of its log:\n{tail}") from None
 
 
 def isolate_env(monkeypatch: Any, workdir: Path) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 import pytest
@@ -21,7 +21,7 @@ from pipeline.devstack.processes import free_port
 from pipeline.kafka import create_producer
 from pipeline.schema import event_log
 from pipeline.settings import Settings
-from tests.helpers import order_event, start_worker
+from tests.helpers import order_event, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -30,13 +30,13 @@ pytestmark = pytest.mark.e2e
 def worker(
     cli_env: Callable[..., dict[str, str]], migrated: Settings,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     """A `dropship worker` process with default web settings but a free port."""
     web_port = free_port()
     log_path = tmp_path_factory.mktemp("worker") / "worker.log"
     proc = start_worker(cli_env(DROPSHIP_WEB_PORT=str(web_port)), log_path)
     try:
-        yield proc, web_port
+        yield proc, web_port, log_path
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -92,9 +92,9 @@ async def _wait_logged(engine: AsyncEngine, positions: list[tuple[str, int, int]
 
 
 async def test_default_worker_listens_on_loopback_only_and_logs_every_input(
-    worker: tuple[subprocess.Popen[bytes], int], migrated: Settings, engine: AsyncEngine,
+    worker: tuple[subprocess.Popen[bytes], int, Path], migrated: Settings, engine: AsyncEngine,
 ) -> None:
-    proc, web_port = worker
+    proc, web_port, log_path = worker
     listening = _wait_listening(proc.pid, web_port)
     assert listening, "the worker opened no listening socket"
     assert all(ip in ("127.0.0.1", "::1") for ip, _ in listening), listening
@@ -111,5 +111,4 @@ async def test_default_worker_listens_on_loopback_only_and_logs_every_input(
         for topic, partition, offset in positions:
             assert await load_checkpoint(conn, "projector", topic, partition) >= offset
 
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0
+    assert stop_worker(proc, log_path) == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from pipeline.devstack.processes import free_port
 from pipeline.kafka import create_producer, ensure_topics
 from pipeline.settings import Settings
 from projections.rebuild import rebuild
-from tests.helpers import order_event, start_worker
+from tests.helpers import order_event, start_worker, stop_worker
 
 pytestmark = pytest.mark.integration
 
@@ -227,8 +226,7 @@ async def test_worker_as_the_app_role_applies_an_order(
                           {"o": "orders"}, 90)
         await _wait_until(owner, "SELECT 1 FROM outbox WHERE producer = :o",
                           {"o": "orders"}, 90)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        assert stop_worker(proc, log_path) == 0
     finally:
         await owner.dispose()
         if proc.poll() is None:
