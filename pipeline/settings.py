@@ -116,6 +116,9 @@ class Settings(BaseSettings):
                           "demos move time for deadlines with it. Unset: the system clock.")
     deadline_check_s: float = Field(1.0, gt=0, le=3600,
                                     description="How often a worker fires due deadlines.")
+    stop_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="Longest a worker takes to stop (SIGTERM, Ctrl-C); "
+        "past it, it logs what was still running and exits.")
 
     # --- Embedded development stack ------------------------------------------
     state_dir: Path = DEFAULT_STATE_DIR

@@ -409,26 +409,34 @@ class OutboxRelay:
     batch_size: int = 1000
     published: int = 0
     _producer: AIOKafkaProducer | None = None
+    _closed: bool = False
+    #: one flush at a time in this process (the batch path and the deadline timer
+    #: share a relay); close waits for the flush in progress
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
-    async def _started(self) -> AIOKafkaProducer:
-        async with self._lock:  # the batch path and the deadline timer share a relay
+    async def close(self) -> None:
+        """Stop publishing: 1. later flushes publish nothing (their rows stay in the
+        outbox for the next start); 2. the flush in progress ends its round of rows;
+        3. the producer stops."""
+        self._closed = True
+        async with self._lock:
+            if self._producer is not None:
+                await self._producer.stop()
+                self._producer = None
+
+    async def flush(self) -> int:
+        """Publish everything pending; return how many rows were sent (0 once closed)."""
+        async with self._lock:
+            return await self._flush()
+
+    async def _flush(self) -> int:
+        sent = 0
+        while not self._closed:
             if self._producer is None:
                 producer = create_producer(self.settings)
                 await producer.start()
                 self._producer = producer
-            return self._producer
-
-    async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
-
-    async def flush(self) -> int:
-        """Publish everything pending; return how many rows were sent."""
-        producer = await self._started()
-        sent = 0
-        while True:
+            producer = self._producer
             async with self.engine.begin() as conn:
                 await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
                                    {"p": f"outbox:{self.producer_name}"})
@@ -439,8 +447,7 @@ class OutboxRelay:
                     .order_by(outbox.c.id).limit(self.batch_size)
                 )).all()
                 if not rows:
-                    self.published += sent
-                    return sent
+                    break
                 futures = [await producer.send(r.topic, r.value, key=r.key) for r in rows]
                 await asyncio.gather(*futures)
                 await conn.execute(
@@ -448,6 +455,8 @@ class OutboxRelay:
                     .values(published_at=datetime.now(UTC)), {"ids": [r.id for r in rows]},
                 )
             sent += len(rows)
+        self.published += sent
+        return sent
 
 
 class GapUnreadable(Exception):

@@ -20,6 +20,7 @@ from pipeline.app import create_app, declare_topics, raw_topic
 from pipeline.db import create_engine
 from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
+from pipeline.shutdown import StopDeadline
 from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor
 from projections import projector
 from projections.metrics import register_metrics
@@ -99,5 +100,20 @@ def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
         "worker %s: agents=%s kafka=%s web=%s:%d", settings.app_id, ",".join(only),
         settings.kafka_bootstrap_servers, settings.web_bind, settings.web_port,
     )
-    worker = faust.Worker(app, loop=loop, loglevel=settings.log_level)
+    worker = Worker(app, loop=loop, loglevel=settings.log_level,
+                           stop_timeout_s=settings.stop_timeout_s)
     worker.execute_from_commandline()
+
+
+class Worker(faust.Worker):
+    """A Faust worker whose stop is bounded by a :class:`StopDeadline` (named
+    ``Worker`` as Faust's: its log lines keep the ``[^Worker]`` label)."""
+
+    def __init__(self, *args: Any, stop_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_deadline = StopDeadline(stop_timeout_s, self.loop)
+
+    async def on_stop(self) -> None:
+        """First thing of the worker's stop (mode's ``Service.stop``): start the clock."""
+        self.stop_deadline.start()
+        await super().on_stop()

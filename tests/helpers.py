@@ -10,6 +10,7 @@ import sys
 import tempfile
 import time
 import uuid
+import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -53,7 +54,7 @@ def stop_worker(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float 
     """
     proc.send_signal(signal.SIGTERM)
     try:
-        return proc.wait(timeout=timeout_s)
+        code = proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGUSR1)
         time.sleep(3)
@@ -62,6 +63,11 @@ def stop_worker(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float 
         tail = log_path.read_text(errors="replace")[-12000:]
         raise AssertionError(f"worker {proc.pid} still running {timeout_s:.0f} s after "
                              f"SIGTERM; end of its log:\n{tail}") from None
+    log = log_path.read_text(errors="replace")
+    if "did not stop within" in log:  # cut short by its stop timeout: say where it hung
+        warnings.warn(f"worker {proc.pid}: {log[log.index('did not stop within'):][:6000]}",
+                      stacklevel=2)
+    return code
 
 
 def isolate_env(monkeypatch: Any, workdir: Path) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import signal
 import time
 import uuid
 from datetime import UTC, datetime
@@ -123,3 +125,84 @@ async def test_postgres_down_20s_pauses_consumption_and_loses_nothing(
             "SELECT count(*) FROM processed_events WHERE consumer = 'orders' "
             "AND source = 'shop/demo-shop'"))
     assert applied == BEFORE + DURING  # each order applied once
+
+
+
+STOP_TIMEOUT_S = 5.0
+
+
+async def _wait_logged(worker: Worker, text_: str, timeout_s: float = 15.0) -> None:
+    for _ in range(int(timeout_s / 0.2)):
+        if text_ in worker.log():
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{text_!r} never logged:\n{worker.log()[-3000:]}")
+
+
+async def _sigterm(worker: Worker) -> tuple[int, float, str]:
+    """SIGTERM ``worker``; (exit code, seconds it took, its log)."""
+    assert worker.proc is not None
+    asked = time.monotonic()
+    worker.proc.send_signal(signal.SIGTERM)
+    code = await asyncio.to_thread(worker.proc.wait, STOP_TIMEOUT_S + 20)
+    log = (worker.log_dir / f"{worker.name}-{worker.starts}.log").read_text(errors="replace")
+    return code, time.monotonic() - asked, log
+
+
+async def test_a_worker_stopped_during_an_outage_exits_within_its_stop_timeout(
+        chaos_stack: Stack, chaos_settings: Settings, chaos_engine: AsyncEngine,
+        tmp_path: Path) -> None:
+    """SIGTERM ends a worker whatever it waits on, and the next one loses nothing.
+
+    1. Postgres stopped, a batch retrying: the worker stops at once.
+    2. The broker frozen (SIGSTOP): Faust's stop waits on it without a limit; the
+       worker exits once ``DROPSHIP_STOP_TIMEOUT_S`` has passed, saying what was
+       still running.
+    3. Everything back: the next worker applies every order exactly once.
+    """
+    prefix = f"pgstop-{uuid.uuid4().hex[:6]}"
+    clock = tmp_path / "clock"
+    set_file_time(clock, datetime.now(UTC))
+    env = {**worker_env(chaos_stack, f"pgstop-{uuid.uuid4().hex[:6]}", clock),
+           "DROPSHIP_STOP_TIMEOUT_S": f"{STOP_TIMEOUT_S:g}"}
+    worker = Worker("worker", env, tmp_path)
+    worker.start()
+    outage = None
+    try:
+        await publish(chaos_settings, [f"{prefix}-{i}" for i in range(10)])
+        await wait_count(chaos_engine, prefix, 10, worker)
+        outage = asyncio.create_task(asyncio.to_thread(restart_postgres, chaos_stack, "fast",
+                                                       8.0))
+        await asyncio.sleep(1.0)
+        await publish(chaos_settings, [f"{prefix}-{10 + i}" for i in range(10)])
+        await _wait_logged(worker, "database unavailable")
+        during_outage = await _sigterm(worker)
+        await outage
+        outage = None
+        worker.start()
+        await wait_count(chaos_engine, prefix, 20, worker)
+        os.kill(chaos_stack.broker.pid, signal.SIGSTOP)
+        try:
+            broker_frozen = await _sigterm(worker)
+        finally:
+            os.kill(chaos_stack.broker.pid, signal.SIGCONT)
+        await publish(chaos_settings, [f"{prefix}-{20 + i}" for i in range(10)])
+        worker.start()
+        await wait_count(chaos_engine, prefix, 30, worker)
+    finally:
+        worker.stop()
+        if outage is not None:
+            await outage
+    code, took, log = during_outage
+    assert (code, "did not stop within" in log) == (0, False), log[-3000:]
+    assert took < STOP_TIMEOUT_S
+    code, took, log = broker_frozen
+    assert code == 0, log[-3000:]
+    assert STOP_TIMEOUT_S <= took < STOP_TIMEOUT_S + 20
+    assert f"worker did not stop within {STOP_TIMEOUT_S:.0f} s" in log
+    assert "Still running:" in log
+    async with chaos_engine.connect() as conn:
+        applied = await conn.scalar(text(
+            "SELECT count(*) FROM processed_events WHERE consumer = 'orders' "
+            "AND source = 'shop/demo-shop'"))
+    assert applied == 30  # each order applied once (this test's stack is its own)

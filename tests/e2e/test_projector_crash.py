@@ -32,7 +32,7 @@ from pipeline.settings import Settings
 from pipeline.transactional import Record
 from projections.catchup import unsent
 from projections.projector import TOPICS
-from tests.helpers import start_worker
+from tests.helpers import start_worker, stop_worker
 from tests.projection_story import project_all, read_back, snapshot, world
 
 pytestmark = pytest.mark.e2e
@@ -82,19 +82,20 @@ async def test_projector_killed_mid_stream_ends_like_an_uncrashed_run(
     env = cli_env(DROPSHIP_DATABASE_URL=crashed_db.database_url, DROPSHIP_WEB_PORT=str(port),
                   DROPSHIP_AGENT_BATCH_SIZE="40", DROPSHIP_AGENT_BATCH_WITHIN_S="0.02")
     args = ("--agents", "projector")
-    worker = start_worker(env, tmp_path / "first.log", *args)
+    log = tmp_path / "first.log"
+    worker = start_worker(env, log, *args)
     try:
         await _until("part of the stream applied", lambda: _some(engine, total))
         worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=30)
         killed_at = await _applied(engine)
         assert 0 < killed_at < total, (killed_at, total)
-        worker = start_worker(env, tmp_path / "second.log", *args)
+        log = tmp_path / "second.log"
+        worker = start_worker(env, log, *args)
         await _until("all applied after restart", lambda: _all(engine, migrated), 180)
         metrics = await _scrape(port)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_worker(worker, log)
     reference = create_engine(fresh_database("uncrashed"))
     try:
         await project_all(reference, await read_back(migrated, TOPICS), batch=500)
