@@ -101,7 +101,7 @@ def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
         settings.kafka_bootstrap_servers, settings.web_bind, settings.web_port,
     )
     worker = Worker(app, loop=loop, loglevel=settings.log_level,
-                           stop_timeout_s=settings.stop_timeout_s)
+                    stop_timeout_s=settings.stop_timeout_s)
     worker.execute_from_commandline()
 
 
