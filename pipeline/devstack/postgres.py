@@ -189,12 +189,14 @@ def init_cluster(install: PgInstall, pg_dir: Path) -> Path:
     return data
 
 
-def start_postgres(install: PgInstall, pg_dir: Path, port: int) -> Proc:
+def start_postgres(install: PgInstall, pg_dir: Path, port: int, fresh: bool = False) -> Proc:
     """Init if needed, start on 127.0.0.1:``port``, create the database; return the postmaster.
 
     Steps: 1. fail early (one line) if the port is taken; 2. initdb once;
     3. ``pg_ctl start -w`` (waits until it accepts connections); 4. remember the
-    postmaster PID; 5. create database ``dropship`` if missing.
+    postmaster PID; 5. create database ``dropship`` if missing, or with ``fresh``
+    (``dev up``: the broker starts empty) drop it first: its checkpoints would point
+    past records the new broker has, and the pipeline would skip them as applied.
     """
     check_port_free(port, "PostgreSQL server", PORT_ENV_VAR)
     data = init_cluster(install, pg_dir)
@@ -205,7 +207,7 @@ def start_postgres(install: PgInstall, pg_dir: Path, port: int) -> Proc:
     pid = int((data / "postmaster.pid").read_text().splitlines()[0])
     proc = Proc.of(pid)
     try:
-        asyncio.run(_create_database(port))
+        asyncio.run(_create_database(port, fresh))
     except Exception as err:
         stop_postgres(install, pg_dir, proc)
         raise StackError(f"PostgreSQL started but is not usable: {err}") from None
@@ -228,11 +230,13 @@ def superuser_dsn(port: int, database: str = DATABASE) -> str:
     return f"postgresql://{SUPERUSER}@127.0.0.1:{port}/{database}"
 
 
-async def _create_database(port: int) -> None:
+async def _create_database(port: int, fresh: bool = False) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(superuser_dsn(port, "postgres"), timeout=10)
     try:
+        if fresh:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE)
         if not exists:
             await conn.execute(f'CREATE DATABASE "{DATABASE}"')

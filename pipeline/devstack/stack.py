@@ -157,8 +157,10 @@ def up(state_dir: Path, kafka_port: int, pg_port: int) -> tuple[Stack, bool]:
     Idempotent: if ``state_dir`` records a healthy stack, it is returned as is
     (given an application password first if it was recorded without one).
     A recorded but broken stack is stopped first. Port 0 picks a free port.
-    Steps: 1. broker; 2. Postgres (init once, create database, set a new random
-    password for the application role); 3. write ``stack.json`` and ``dev.env``.
+    Steps: 1. broker (empty: it keeps nothing on disk); 2. Postgres (init once,
+    create the database afresh, as the broker has none of the records it refers to;
+    set a new random password for the application role); 3. write ``stack.json``
+    and ``dev.env``.
     If step 2 fails, what started is stopped again, so a failed ``up`` leaves
     nothing running. Raises StackError (one line).
     """
@@ -178,7 +180,7 @@ def up(state_dir: Path, kafka_port: int, pg_port: int) -> tuple[Stack, bool]:
     pg_dir = choose_pg_dir(install, state_dir)
     broker = start_broker(kafka_port, state_dir / "broker.log")
     try:
-        postgres = start_postgres(install, pg_dir, pg_port)
+        postgres = start_postgres(install, pg_dir, pg_port, fresh=True)  # the broker is empty
     except BaseException:
         broker.stop()
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -10,8 +11,10 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from pipeline.devstack.postgres import superuser_dsn
 from pipeline.devstack.processes import Proc, StackError, accepts_connections, free_port
 from tests.helpers import clean_env, make_state_dir, run_cli
 
@@ -52,6 +55,8 @@ def test_up_twice_status_down(state_dir: Path) -> None:
     assert second.returncode == 0, second.stderr
     assert "already running" in second.stdout
     assert _recorded(state_dir) == (broker, postgres)  # same processes, nothing new
+    port = int(env["DROPSHIP_DEV_PG_PORT"])
+    _sql(port, "CREATE TABLE checkpoints_of_a_past_run (x int)")
 
     status = run_cli("dev", "status", env=env)
     assert status.returncode == 0, status.stderr
@@ -69,6 +74,24 @@ def test_up_twice_status_down(state_dir: Path) -> None:
     after = run_cli("dev", "status", env=env)
     assert after.returncode == 1
     assert len(after.stderr.strip().splitlines()) == 1
+
+    # up again: a new, empty broker, so an empty database too (what the old one held
+    # pointed at records no broker has any more); the cluster's folder is reused
+    again = run_cli("dev", "up", env=env)
+    assert again.returncode == 0, again.stderr
+    assert _sql(port, "SELECT to_regclass('checkpoints_of_a_past_run')") is None
+    assert run_cli("dev", "down", env=env).returncode == 0
+
+
+def _sql(port: int, query: str) -> object:
+    async def run() -> object:
+        conn = await asyncpg.connect(superuser_dsn(port), timeout=10)
+        try:
+            return await conn.fetchval(query)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
 
 
 def test_taken_port_is_one_clear_line_and_leaves_nothing_running(state_dir: Path) -> None:
