@@ -12,7 +12,9 @@ live tables the whole time, and the projector keeps running:
 3. in **one transaction**: take the rebuild lock exclusively (the projector
    takes it shared per batch, so no batch is half-applied on either side),
    replay what ``event_log`` gained meanwhile, complete truncated dead letters,
-   drop the live tables, move the new ones into ``read``, recreate the views
+   take every live table and view at once (never one while waiting for another,
+   so an ops query cannot deadlock with the swap), drop the live tables, move the
+   new ones into ``read``, recreate the views
    that depended on them (their definitions read from the catalog first) and
    grant ops SELECT and the worker's role its privileges again (the new tables
    were created in ``read_rebuild``, where no default privileges apply).
@@ -23,10 +25,12 @@ A failure before step 3 commits leaves the live tables untouched.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, func, select, text, tuple_
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.codec import DecodeError, decode
@@ -98,10 +102,35 @@ async def _replay(conn: AsyncConnection, tables: ReadTables, names: Sequence[str
     return (last.topic, last.partition, last.offset), len(rows)
 
 
+async def _lock_all(conn: AsyncConnection, relations: Sequence[str],
+                    attempts: int = 600, pause_s: float = 0.05) -> None:
+    """Take ACCESS EXCLUSIVE on every relation at once, or on none: each try asks with
+    NOWAIT inside a savepoint and lets go of all if one is busy, so the swap never holds
+    a lock while it waits for another (an ops query reading two of them could deadlock
+    with it, and one of the two would fail). Raises after ``attempts`` busy tries."""
+    statement = text(f"LOCK TABLE {', '.join(relations)} IN ACCESS EXCLUSIVE MODE NOWAIT")
+    for _ in range(attempts):
+        try:
+            async with conn.begin_nested():
+                await conn.execute(statement)
+            return
+        except DBAPIError as err:
+            if getattr(err.orig, "sqlstate", None) != LOCK_NOT_AVAILABLE:
+                raise
+        await asyncio.sleep(pause_s)
+    raise TimeoutError(f"the read models stayed busy; no swap after {attempts} tries")
+
+
+#: PostgreSQL's SQLSTATE for "could not obtain lock" (NOWAIT).
+LOCK_NOT_AVAILABLE = "55P03"
+
+
 async def _swap(conn: AsyncConnection, names: Sequence[str]) -> None:
     views = (await conn.execute(text(
         "SELECT viewname, definition FROM pg_views WHERE schemaname = :s"),
         {"s": LIVE_SCHEMA})).all()
+    await _lock_all(conn, [f"{LIVE_SCHEMA}.{v}" for v, _ in views]
+                    + [f"{LIVE_SCHEMA}.{n}" for n in names])
     for name in names:
         await conn.execute(text(f"DROP TABLE IF EXISTS {LIVE_SCHEMA}.{name} CASCADE"))
         await conn.execute(text(f"ALTER TABLE {STAGING_SCHEMA}.{name} SET SCHEMA {LIVE_SCHEMA}"))
