@@ -26,7 +26,9 @@ class _AllocationCommand(Command):
 
 
 class AllocateLine(_AllocationCommand):
-    """Reserve stock for (the rest of) an order line, never from ``excluded_suppliers``."""
+    """Reserve stock for (the rest of) an order line, never from ``excluded_suppliers``;
+    with ``supplier_id``, only from that supplier (ops re-routed the line to it), now
+    and for the line's backorder."""
 
     TYPE: ClassVar[str] = "dropship.allocation.allocate_line.v1"
 
@@ -36,11 +38,14 @@ class AllocateLine(_AllocationCommand):
     quantity: Quantity
     ship_to_country: CountryCode
     excluded_suppliers: SupplierIds = ()
+    supplier_id: Id | None = None
     requested_at: Timestamp
 
 
 class ReleaseLine(_AllocationCommand):
-    """Give back reserved stock of a line: all of it, or ``quantity`` from ``supplier_id``."""
+    """Give back units of a line: all of it (backorder and reservations), or up to
+    ``quantity``; with ``supplier_id``, only that supplier's reservations; with
+    ``backorder_only``, only backordered units, never a reservation."""
 
     TYPE: ClassVar[str] = "dropship.allocation.release_line.v1"
 
@@ -49,6 +54,7 @@ class ReleaseLine(_AllocationCommand):
     sku: Id
     supplier_id: Id | None = None
     quantity: Quantity | None = None
+    backorder_only: bool = False
     reason: Text
     requested_at: Timestamp
 
@@ -105,6 +111,23 @@ class LineReleased(_Decision):
     reason: Text
     backordered_after: BackorderedAfter = 0
     released_at: Timestamp
+
+
+class BackorderDropped(_Decision):
+    """The answer to a ``backorder_only`` release: of the ``requested`` backordered units
+    of a line, ``quantity`` were dropped (fewer if stock served some meanwhile; 0 if the
+    line was gone). Always sent, so the order agent knows the release was applied."""
+
+    TYPE: ClassVar[str] = "dropship.line.backorder_dropped.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    requested: Quantity
+    quantity: Annotated[int, Field(ge=0)]
+    reason: Text
+    backordered_after: BackorderedAfter = 0
+    dropped_at: Timestamp
 
 
 class SupplierStockChanged(Event):

@@ -4,8 +4,9 @@ Every message class declares, as class variables:
 
 - ``TYPE``: its CloudEvents ``type``, ``dropship.<entity>.<happened>.v<N>``;
 - ``TOPIC``: the one topic it travels on;
-- ``SOURCE_KIND``: who may publish it: ``shop``, ``supplier`` or ``dropship``
-  (our agents); the envelope's ``source`` must be ``<kind>/<id>``;
+- ``SOURCE_KIND``: who may publish it: ``shop``, ``supplier``, ``ops`` (an
+  operator, by name) or ``dropship`` (our agents); the envelope's ``source``
+  must be ``<kind>/<id>``;
 - ``SUBJECT``: the payload field whose value is the envelope's ``subject`` and
   the Kafka key.
 
@@ -19,7 +20,7 @@ from typing import ClassVar, Literal
 
 from events.types import Value
 
-SourceKind = Literal["shop", "supplier", "dropship"]
+SourceKind = Literal["shop", "supplier", "ops", "dropship"]
 
 
 class Message(Value):

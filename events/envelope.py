@@ -10,16 +10,19 @@ Rules enforced here (on top of each payload's own):
 
 - ``specversion`` is ``"1.0"``, ``datacontenttype`` is ``"application/json"``;
 - ``id``: 1-128 characters of ``A-Z a-z 0-9 . _ : -``; unique per source;
-- ``source`` is ``shop/<id>``, ``supplier/<id>`` or ``dropship/<agent>``, of the
-  kind that may publish ``type`` (``source_kind``); a payload's ``shop_id`` or
-  ``supplier_id`` must be the source's id (``source_mismatch``);
+- ``source`` is ``shop/<id>``, ``supplier/<id>``, ``ops/<operator>`` or
+  ``dropship/<agent>``, of the kind that may publish ``type`` (``source_kind``);
+  a payload's ``shop_id`` or ``supplier_id`` must be the source's id (``source_mismatch``);
 - ``type`` is one of :data:`MESSAGE_TYPES` (``unknown_type``);
 - ``time`` is RFC 3339 with a timezone;
 - ``subject`` equals the payload's subject field (``subject_mismatch``);
-- unknown attributes: the CloudEvents distributed-tracing extension
-  (``traceparent``, ``tracestate``) is accepted; any other top-level attribute,
-  and any unknown field inside ``data``, is refused (``extra_forbidden``).
-  A payload changes shape only under a new type version (``.v2``).
+- extensions: the distributed-tracing extension (``traceparent``, ``tracestate``),
+  and on events the order agent derives, the sequence extension (``sequence``: the
+  event's place in its order's history, ``<step>.<n>``, zero-padded so that text
+  order is numeric order) and ``causationid`` (``<source>/<id>`` of the event that
+  caused it); any other top-level attribute, and any unknown field inside
+  ``data``, is refused (``extra_forbidden``). How contracts may evolve within a
+  type version: docs/events.md, "Evolving the contracts".
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pydantic_core import PydanticCustomError
 
 from events.allocation import (
     AllocateLine,
+    BackorderDropped,
     LineAllocated,
     LineBackordered,
     LineReleased,
@@ -44,10 +48,12 @@ from events.deadletter import DeadLetter
 from events.fulfillment import (
     OrderStatusChanged,
     RefundIssued,
+    RefundIssuedV1,
     ReturnAuthorized,
     SupplierOrderCancelled,
     SupplierOrderRequested,
 )
+from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
     DeliveryConfirmed,
     OrderCancelled,
@@ -68,7 +74,11 @@ SPECVERSION: Final = "1.0"
 DATA_CONTENT_TYPE: Final = "application/json"
 CONTENT_TYPE = "application/cloudevents+json"
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
-SOURCE_PATTERN = r"^(shop|supplier|dropship)/[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+SOURCE_PATTERN = r"^(shop|supplier|ops|dropship)/[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: ``<step>.<n>``: 12 and 6 digits (see :func:`sequence_of`).
+SEQUENCE_PATTERN = r"^[0-9]{12}\.[0-9]{6}$"
+CAUSATION_PATTERN = r"^(shop|supplier|ops|dropship)/[A-Za-z0-9][A-Za-z0-9._:-]{0,63}/" \
+                    r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
 #: Every message class, in the order of the topic table.
 MESSAGE_CLASSES: tuple[type[Message], ...] = (
@@ -76,10 +86,11 @@ MESSAGE_CLASSES: tuple[type[Message], ...] = (
     SupplierOrderAccepted, SupplierOrderRejected, ShipmentDispatched, ShipmentDelivered,
     ReturnReceived,
     SupplierOfferUpdated, StockLevelReported,
+    ReleasePayment, CancelOrder, RerouteLine, CloseReturn,
     AllocateLine, ReleaseLine,
-    LineAllocated, LineBackordered, LineReleased, SupplierStockChanged,
+    LineAllocated, LineBackordered, LineReleased, BackorderDropped, SupplierStockChanged,
     SupplierOrderRequested, SupplierOrderCancelled, ReturnAuthorized,
-    OrderStatusChanged, RefundIssued,
+    OrderStatusChanged, RefundIssued, RefundIssuedV1,
     DeadLetter,
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in MESSAGE_CLASSES}
@@ -103,6 +114,8 @@ class CloudEvent(Value):
     data: Message
     traceparent: Annotated[str, StringConstraints(max_length=55)] | None = None
     tracestate: Annotated[str, StringConstraints(max_length=512)] | None = None
+    sequence: Annotated[str, StringConstraints(pattern=SEQUENCE_PATTERN)] | None = None
+    causationid: Annotated[str, StringConstraints(pattern=CAUSATION_PATTERN)] | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> CloudEvent:
@@ -143,6 +156,18 @@ def _envelope_class(message: type[Message]) -> type[CloudEvent]:
 ENVELOPES: dict[str, type[CloudEvent]] = {
     cls.TYPE: _envelope_class(cls) for cls in MESSAGE_CLASSES
 }
+
+
+def sequence_of(step: int, n: int) -> str:
+    """The ``sequence`` extension of the ``n``-th event (1, 2, ...) an order's
+    ``step``-th applied event caused (see :mod:`agents.core.orders`)."""
+    return f"{step:012d}.{n:06d}"
+
+
+def parse_sequence(value: str) -> tuple[int, int]:
+    """(step, n) of a ``sequence`` extension."""
+    step, n = value.split(".")
+    return int(step), int(n)
 
 
 def wrap(data: Message, *, id: str, source: str, time: datetime,

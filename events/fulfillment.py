@@ -11,19 +11,19 @@ from events.base import Event, SourceKind
 from events.orders import MAX_LINES, LineQuantity
 from events.suppliers import TrackingNumber
 from events.topics import ORDER_STATUS, SUPPLIER_ORDERS
-from events.types import Address, Id, Money, Quantity, Text, Timestamp, Value
+from events.types import Address, Amount, Id, Money, Quantity, Text, Timestamp, Value
 
 OrderStatus = Literal[
     "placed", "payment_held", "paid", "allocated", "backordered", "sent_to_supplier",
     "partially_dispatched", "dispatched", "delivered", "cancelled", "return_requested",
-    "returned", "refunded", "held_for_ops",
+    "returned", "partially_refunded", "refunded", "held_for_ops",
 ]
 
 
 #: Why a supplier order was cancelled. The first three are failovers: the
 #: order agent takes the units away from the supplier and routes them elsewhere.
 CancelCause = Literal["rejected", "acknowledge_sla_missed", "dispatch_sla_missed",
-                      "order_cancelled"]
+                      "order_cancelled", "lines_cancelled", "rerouted_by_ops"]
 FAILOVER_CAUSES: tuple[CancelCause, ...] = (
     "rejected", "acknowledge_sla_missed", "dispatch_sla_missed")
 
@@ -113,6 +113,38 @@ class LineStatus(Value):
     allocations: Annotated[tuple[SupplierUnits, ...], Field(max_length=MAX_SUPPLIERS)] = ()
     reroutes: Annotated[int, Field(ge=0)] = 0
     held_for_ops: bool = False
+    cancelled: Annotated[int, Field(ge=0)] = 0
+    #: the line's share of the order total (price x quantity - discount + tax +
+    #: shipping shares), and the value of its units taken off the order (cancelled,
+    #: or returned and refunded), in the order's currency
+    value: Amount | None = None
+    credited: Amount | None = None
+
+
+class Ledger(Value):
+    """An order's money, in its currency (rules: docs/order-lifecycle.md, "Money").
+
+    ``total`` is what was ordered (subtotal + shipping + tax - discount);
+    ``credited`` the value of units taken off it (cancelled, or returned and
+    refunded); ``written_off`` what ops accepted not to collect; ``due`` what the
+    customer pays for what it keeps (total - credited - written_off). ``paid`` and
+    ``refunded`` are payments and refunds in the order's currency (foreign ones
+    are refunded whole and show only as refunds); ``outstanding`` is what is still
+    to be paid (due - (paid - refunded), at least 0).
+    """
+
+    currency: str
+    subtotal: Amount
+    shipping: Amount
+    tax: Amount
+    discount: Amount
+    total: Amount
+    credited: Amount
+    written_off: Amount
+    due: Amount
+    paid: Amount
+    refunded: Amount
+    outstanding: Amount
 
 
 class OrderStatusChanged(_StatusEvent):
@@ -138,11 +170,52 @@ class OrderStatusChanged(_StatusEvent):
     total: Money | None = None
     placed_at: Timestamp | None = None
     paid_at: Timestamp | None = None
+    customer_ref: Text | None = None
+    ship_to: Address | None = None
+    ledger: Ledger | None = None
     changed_at: Timestamp
 
 
+#: Why money went back. ``return``: units returned (or a return ops closed with a
+#: refund); the cancellations: units that will not be sent; ``late_payment``: a
+#: payment for an order already cancelled; ``overpayment``: paid beyond what is due;
+#: ``wrong_currency``: a payment in another currency than the order's.
+RefundCause = Literal["return", "order_cancelled", "lines_cancelled", "ops_cancelled",
+                      "payment_expired", "payment_window_closed", "backorder_expired",
+                      "late_payment", "overpayment", "wrong_currency"]
+
+
+class RefundLine(Value):
+    """Units of one line and the money refunded for them (their share of shipping
+    included when ``with_shipping``)."""
+
+    line_id: Id
+    units: Quantity
+    amount: Amount
+    with_shipping: bool = False
+
+
 class RefundIssued(_StatusEvent):
-    """Money goes back to the customer for a return."""
+    """Money goes back to the customer: for returned or cancelled units (``lines``),
+    or for a payment that was not due (late, excess, wrong currency)."""
+
+    TYPE: ClassVar[str] = "dropship.refund.issued.v2"
+
+    order_id: Id
+    shop_id: Id
+    refund_id: Id
+    cause: RefundCause
+    amount: Money
+    lines: Annotated[tuple[RefundLine, ...], Field(max_length=MAX_LINES)] = ()
+    rma_id: Id | None = None
+    payment_ref: Id | None = None
+    reason: Text | None = None
+    issued_at: Timestamp
+
+
+class RefundIssuedV1(_StatusEvent):
+    """Money went back to the customer for a return (superseded by v2, which
+    covers every refund; still read from old records)."""
 
     TYPE: ClassVar[str] = "dropship.refund.issued.v1"
 

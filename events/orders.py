@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, ClassVar, Final
+from typing import Annotated, ClassVar, Final, Literal
 
 from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
@@ -13,6 +13,10 @@ from events.topics import SHOP_ORDERS
 from events.types import Address, CurrencyCode, Id, Money, Quantity, Text, Timestamp, Value
 
 MAX_LINES = 200
+#: Why a customer returns units. The last three are the seller's fault: such a
+#: return is refunded with the units' share of shipping (docs/order-lifecycle.md).
+ReturnReason = Literal["changed_mind", "defective", "damaged", "wrong_item"]
+SELLERS_FAULT: Final[frozenset[str]] = frozenset({"defective", "damaged", "wrong_item"})
 
 
 class OrderLine(Value):
@@ -61,39 +65,65 @@ MAX_TOTAL: Final = Decimal(10) ** 15
 
 
 class OrderPlaced(_ShopEvent):
-    """A customer placed an order in a shop. All prices are in ``currency``."""
+    """A customer placed an order in a shop. All amounts are in ``currency``.
+
+    ``shipping``, ``tax`` and ``discount`` are order-level amounts of the checkout
+    (absent: zero, so producers written before they existed keep working). The
+    order total is the lines' subtotal + shipping + tax - discount; the discount
+    may not exceed the subtotal.
+    """
 
     TYPE: ClassVar[str] = "dropship.order.placed.v1"
 
     order_id: Id
     shop_id: Id
-    customer_ref: Id
+    customer_ref: Text
     ship_to: Address
     currency: CurrencyCode
     lines: Annotated[tuple[OrderLine, ...], Field(min_length=1, max_length=MAX_LINES)]
+    shipping: Money | None = None
+    tax: Money | None = None
+    discount: Money | None = None
     placed_at: Timestamp
 
     @model_validator(mode="after")
     def _consistent(self) -> OrderPlaced:
         check_unique_lines(self.lines)
         for line in self.lines:
-            if line.unit_price.currency != self.currency:
-                raise PydanticCustomError(
-                    "currency_mismatch",
-                    "line '{line_id}' is priced in {line_currency}, the order in {currency}",
-                    {"line_id": line.line_id, "line_currency": line.unit_price.currency,
-                     "currency": self.currency},
-                )
-        total = sum((ln.unit_price.amount * ln.quantity for ln in self.lines), start=Decimal(0))
-        if total >= MAX_TOTAL:
+            self._same_currency(f"line '{line.line_id}'", line.unit_price)
+        for name in ("shipping", "tax", "discount"):
+            self._same_currency(name, getattr(self, name))
+        if self.amount("discount") > self.subtotal():
+            raise PydanticCustomError(
+                "discount_too_large", "the discount {discount} exceeds the lines' subtotal "
+                "{subtotal}", {"discount": str(self.amount("discount")),
+                               "subtotal": str(self.subtotal())})
+        total = self.total().amount
+        if total >= MAX_TOTAL or self.subtotal() >= MAX_TOTAL:
             raise PydanticCustomError(
                 "total_too_large", "the order total {total} is not below {limit}",
-                {"total": str(total), "limit": str(MAX_TOTAL)})
+                {"total": str(max(total, self.subtotal())), "limit": str(MAX_TOTAL)})
         return self
 
+    def _same_currency(self, what: str, money: Money | None) -> None:
+        if money is not None and money.currency != self.currency:
+            raise PydanticCustomError(
+                "currency_mismatch", "{what} is priced in {other}, the order in {currency}",
+                {"what": what, "other": money.currency, "currency": self.currency})
+
+    def amount(self, name: str) -> Decimal:
+        """``shipping``, ``tax`` or ``discount`` as an amount (absent: zero)."""
+        money: Money | None = getattr(self, name)
+        return Decimal(0) if money is None else money.amount
+
+    def subtotal(self) -> Decimal:
+        """The lines' sum of quantity x unit price."""
+        return sum((ln.unit_price.amount * ln.quantity for ln in self.lines), start=Decimal(0))
+
     def total(self) -> Money:
-        """The order total: sum of quantity x unit price."""
-        amount = sum((ln.unit_price.amount * ln.quantity for ln in self.lines), start=Decimal(0))
+        """What the customer pays: subtotal + shipping + tax - discount."""
+        amount = (self.subtotal() + self.amount("shipping") + self.amount("tax")
+                  - self.amount("discount"))
         return Money(amount=amount, currency=self.currency)
 
 
@@ -109,23 +139,32 @@ class PaymentConfirmed(_ShopEvent):
 
 
 class OrderCancelled(_ShopEvent):
-    """The shop (or its customer) cancelled an order."""
+    """The shop (or its customer) cancelled an order: all of it, or with ``lines``
+    only those units of those lines (a partial cancellation)."""
 
     TYPE: ClassVar[str] = "dropship.order.cancelled.v1"
 
     order_id: Id
     reason: Text
+    lines: Annotated[tuple[LineQuantity, ...], Field(max_length=MAX_LINES)] = ()
     cancelled_at: Timestamp
+
+    @model_validator(mode="after")
+    def _unique_lines(self) -> OrderCancelled:
+        check_unique_lines(self.lines)
+        return self
 
 
 class ReturnRequested(LineQuantities, _ShopEvent):
-    """The customer asked to return some units of some lines."""
+    """The customer asked to return some units of some lines; ``reason_code`` decides
+    whether the units' share of shipping is refunded (the seller's fault) or not."""
 
     TYPE: ClassVar[str] = "dropship.return.requested.v1"
 
     order_id: Id
     rma_id: Id
     reason: Text
+    reason_code: ReturnReason = "changed_mind"
     requested_at: Timestamp
 
 

@@ -7,6 +7,7 @@ from typing import Final
 SHOP_ORDERS: Final = "shop.orders"
 SUPPLIER_EVENTS: Final = "supplier.events"
 SUPPLIER_CATALOG: Final = "supplier.catalog"
+OPS_COMMANDS: Final = "ops.commands"
 ALLOCATION: Final = "fulfillment.allocation"
 DECISIONS: Final = "fulfillment.decisions"
 SUPPLIER_ORDERS: Final = "fulfillment.supplier-orders"
@@ -19,6 +20,7 @@ KEYED_BY: Final[dict[str, str]] = {
     SHOP_ORDERS: "order_id",
     SUPPLIER_EVENTS: "order_id",
     SUPPLIER_CATALOG: "sku",
+    OPS_COMMANDS: "order_id",
     ALLOCATION: "sku",
     DECISIONS: "order_id",
     SUPPLIER_ORDERS: "supplier_id",
@@ -29,8 +31,9 @@ KEYED_BY: Final[dict[str, str]] = {
 
 ALL_TOPICS: Final[tuple[str, ...]] = tuple(KEYED_BY)
 
-#: Topics written by parties outside the pipeline (shops, suppliers).
-INPUT_TOPICS: Final[tuple[str, ...]] = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_CATALOG)
+#: Topics written by parties outside the pipeline (shops, suppliers, operators).
+INPUT_TOPICS: Final[tuple[str, ...]] = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_CATALOG,
+                                        OPS_COMMANDS)
 
 
 #: topic -> (what it carries, who writes it, who reads it): documentation, and
@@ -42,6 +45,9 @@ TOPIC_DOCS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
                       "suppliers.", ("suppliers",), ("order agent", "projector")),
     SUPPLIER_CATALOG: ("Suppliers' offers and stock levels.", ("suppliers",),
                        ("allocation agent", "projector")),
+    OPS_COMMANDS: ("Operators' commands about orders (release a held payment, cancel, "
+                   "re-route a line, close a return), published by `dropship ops`.", ("ops",),
+                   ("order agent", "projector")),
     ALLOCATION: ("Commands to reserve or release stock for order lines.", ("order agent",),
                  ("allocation agent",)),
     DECISIONS: ("Allocation decisions per order line.", ("allocation agent",),

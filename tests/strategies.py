@@ -22,6 +22,7 @@ from pydantic.fields import FieldInfo
 from events.base import Message
 from events.envelope import ENVELOPES, EVENT_ID_PATTERN
 from events.iso import CURRENCIES, MINOR_UNITS
+from events.orders import MAX_TOTAL
 from events.types import ID_PATTERN, TEXT_PATTERN, Money
 
 TEXT_ALPHABET = st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from("\t\n")
@@ -108,6 +109,8 @@ def for_annotation(annotation: Any, metadata: list[Any]) -> st.SearchStrategy[An
         return _string(metadata)
     if annotation is Money:
         return money()
+    if annotation is Decimal:  # an Amount outside Money: a decimal string
+        return st.integers(0, 10**8).map(lambda n: f"{n // 100}.{n % 100:02d}")
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return model_tree(annotation)
     raise NotImplementedError(f"no strategy for {annotation!r}")
@@ -128,10 +131,22 @@ def _fix_up(message: type[Message], data: dict[str, Any]) -> dict[str, Any]:
     if lines:
         data["lines"] = [{**line, "line_id": f"L{i}"} for i, line in enumerate(lines)]
     if "currency" in data and lines and "unit_price" in lines[0]:
-        units = MINOR_UNITS[data["currency"]]
+        units = Decimal(1).scaleb(-MINOR_UNITS[data["currency"]])
         for line in data["lines"]:
-            amount = Decimal(line["unit_price"]["amount"]).quantize(Decimal(1).scaleb(-units))
+            amount = Decimal(line["unit_price"]["amount"]).quantize(units)
             line["unit_price"] = {"amount": str(amount), "currency": data["currency"]}
+        if sum(Decimal(ln["unit_price"]["amount"]) * ln["quantity"]
+               for ln in data["lines"]) >= MAX_TOTAL / 10:  # the total has a bound
+            for line in data["lines"]:
+                line["unit_price"]["amount"] = "1"
+        subtotal = sum(Decimal(ln["unit_price"]["amount"]) * ln["quantity"]
+                       for ln in data["lines"])
+        for name in ("shipping", "tax", "discount"):  # order-level, in the order's currency
+            if name in data:
+                amount = Decimal(data[name]["amount"]).quantize(units)
+                if name == "discount":
+                    amount = min(amount, subtotal)
+                data[name] = {"amount": str(amount), "currency": data["currency"]}
     return data
 
 

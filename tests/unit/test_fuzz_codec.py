@@ -209,12 +209,16 @@ def test_text_fields_are_found() -> None:
     assert len(TEXT_TYPES) >= 8
 
 
+#: Valid values of optional nested fields that hold text.
+SKELETONS = {"ship_to": {"name": "n", "line1": "l", "city": "c", "country": "FR"}}
+
+
 def with_texts(doc: dict[str, Any], texts: dict[Path, str]) -> dict[str, Any]:
     """``doc`` with text fields (present or optional) set to the given texts."""
     for path, text in texts.items():
         node = doc["data"]
-        for part in path[:-1]:
-            node = node.setdefault(part, {})
+        for part in path[:-1]:  # an optional nested value absent from the draw: a valid one
+            node = node.setdefault(part, dict(SKELETONS.get(part, {})))
         node[path[-1]] = text
     if "original_key" in doc["data"]:  # a dead letter's subject is its original key
         doc["subject"] = doc["data"]["original_key"]
