@@ -22,7 +22,7 @@ from agents.core import allocation as core
 from events.envelope import CloudEvent
 from events.topics import ALLOCATION, SUPPLIER_CATALOG
 from pipeline.schema import allocation_state
-from pipeline.transactional import Incoming, derive, failed
+from pipeline.transactional import Incoming, consequences, failed
 
 CONSUMER = "allocation"
 TOPICS = (ALLOCATION, SUPPLIER_CATALOG)
@@ -45,13 +45,14 @@ def dump_state(state: core.SkuState) -> dict[str, Any]:
         "lines": [
             {"order_id": ln.order_id, "line_id": ln.line_id, "requested": ln.requested,
              "arrival": ln.arrival, "backordered": ln.backordered,
-             "excluded": sorted(ln.excluded),
+             "excluded": sorted(ln.excluded), "pinned": ln.pinned,
              "reservations": [[r.supplier_id, r.quantity, r.budget_as_of.isoformat()]
                               for r in ln.reservations]}
             for _, ln in sorted(state.lines.items())
         ],
         "next_arrival": state.next_arrival,
         "version": state.version,
+        "clock": state.clock.isoformat() if state.clock else None,
     }
 
 
@@ -69,10 +70,12 @@ def load_state(sku: str, doc: dict[str, Any]) -> core.SkuState:
         (ln["order_id"], ln["line_id"]): core.Line(
             ln["order_id"], ln["line_id"], ln["requested"], ln["arrival"],
             tuple(core.Reservation(sid, qty, ts(as_of)) for sid, qty, as_of in ln["reservations"]),
-            ln["backordered"], frozenset(ln["excluded"]))
+            ln["backordered"], frozenset(ln["excluded"]), ln.get("pinned"))
         for ln in doc["lines"]
     }
-    return core.SkuState(sku, offers, stock, lines, doc["next_arrival"], doc.get("version", 0))
+    clock = doc.get("clock")
+    return core.SkuState(sku, offers, stock, lines, doc["next_arrival"], doc.get("version", 0),
+                         ts(clock) if clock else None)
 
 
 async def lock_states(conn: AsyncConnection, skus: set[str]) -> dict[str, core.SkuState]:
@@ -107,7 +110,7 @@ def apply_one(state: core.SkuState, inc: Incoming,
         new, payloads = core.apply(state, inc.event.data, inc.event.time)
     except Exception as exc:  # park it, go on
         return state, [failed(inc.record, exc, consumer)]
-    return new, derive(inc.event, payloads, consumer)
+    return new, consequences(inc.event, payloads, consumer, time=new.clock or inc.event.time)
 
 
 class AllocationHandler:

@@ -1,7 +1,9 @@
 """The order agent: a thin adapter from Kafka + Postgres to ``agents.core.order_rules``.
 
-Consumes ``shop.orders``, ``supplier.events`` and ``fulfillment.decisions``,
-all keyed by order id, so one worker owns every event of an order. State of
+Consumes ``shop.orders``, ``supplier.events``, ``fulfillment.decisions`` and
+``ops.commands``, all keyed by order id, so one worker owns every event of an
+order. What a step derives is stamped with the order's clock and carries its
+step (the ``sequence`` and ``causationid`` extensions: the timeline's order). State of
 record: one ``order_state`` row per order (the document, the next deadline,
 the order's partition), locked ``FOR UPDATE`` in the batch transaction of the
 :class:`~pipeline.transactional.Processor`. Deadlines are fired by
@@ -29,7 +31,7 @@ from agents.runner import highwater_of
 from events.base import Message
 from events.codec import DecodeError
 from events.envelope import MESSAGE_TYPES, CloudEvent
-from events.topics import DECISIONS, SHOP_ORDERS, SUPPLIER_EVENTS
+from events.topics import DECISIONS, OPS_COMMANDS, SHOP_ORDERS, SUPPLIER_EVENTS
 from pipeline.schema import order_state, processed_events
 from pipeline.settings import Settings
 from pipeline.transactional import (
@@ -49,7 +51,7 @@ Fence = Callable[[AsyncConnection, set[int]], Awaitable[set[int]]]
 log = logging.getLogger(__name__)
 
 CONSUMER = "orders"
-TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, DECISIONS)
+TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, DECISIONS, OPS_COMMANDS)
 _ORDER = TypeAdapter(Order)
 
 
@@ -60,6 +62,9 @@ def policy_of(settings: Settings) -> Policy:
         max_reroutes=settings.max_reroutes_per_line,
         hold_timeout=timedelta(minutes=settings.held_event_timeout_minutes),
         max_held=settings.max_held_events_per_order,
+        held_payment_window=timedelta(minutes=settings.held_payment_window_minutes),
+        backorder_window=timedelta(days=settings.backorder_window_days),
+        sla_grace=timedelta(minutes=settings.sla_grace_minutes),
     )
 
 
@@ -121,11 +126,14 @@ def messages_of(outputs: list[Output]) -> list[Message]:
     return [o for o in outputs if not isinstance(o, Refused)]
 
 
-def events_of(inc: Incoming, outputs: list[Output], consumer: str) -> list[CloudEvent]:
-    """What applying ``inc`` publishes: its derived messages, then one dead letter per
-    refusal (at ``inc``'s position). Shared by the handler and replaying checkers."""
+def events_of(inc: Incoming, order: Order, outputs: list[Output],
+              consumer: str) -> list[CloudEvent]:
+    """What applying ``inc`` (giving ``order``) publishes: its derived messages at the
+    order's clock and step, then one dead letter per refusal (at ``inc``'s position).
+    Shared by the handler and replaying checkers."""
     refusals = [o for o in outputs if isinstance(o, Refused)]
-    return [*derive(inc.event, messages_of(outputs), consumer),
+    return [*derive(inc.event, messages_of(outputs), consumer, time=order.clock,
+                    step=order.step),
             *(dead_letter(inc.record, DecodeError("data", "refused", r.reason), consumer,
                           index=i, original=r.held) for i, r in enumerate(refusals))]
 
@@ -154,7 +162,7 @@ class OrderHandler:
                 out.append(failed(inc.record, exc, self.consumer))
                 continue
             partitions[oid] = inc.record.partition
-            out += events_of(inc, outputs, self.consumer)
+            out += events_of(inc, orders[oid], outputs, self.consumer)
         await save_orders(conn, [(orders[o], p) for o, p in sorted(partitions.items())],
                           self.policy)
         return out
@@ -225,8 +233,7 @@ class DeadlineRunner:
             if n < 0:  # nothing to do at this instant
                 break
             instants.append((deadline, n))
-            out += derive(deadline_cause(order.order_id, deadline, n), messages_of(outputs),
-                          self.consumer)
+            out += fired_events(order, deadline, n, outputs, self.consumer)
             following = order_rules.next_deadline(order, self.policy)
             if following == deadline:  # nothing changed at this instant: stop
                 break
@@ -252,7 +259,16 @@ def parse_clock_event_id(event_id: str) -> tuple[str, datetime, int]:
 
 def deadline_cause(order_id: str, instant: datetime, n: int) -> DeadlineCause:
     """What the events of the order's ``n``-th firing derive their ids from."""
-    return DeadlineCause(f"deadline:{order_id}:{instant.isoformat()}#{n}", instant)
+    return DeadlineCause(f"deadline:{order_id}:{instant.strftime('%Y%m%dT%H%M%S.%fZ')}:{n}",
+                         instant)
+
+
+def fired_events(order: Order, instant: datetime, n: int, outputs: list[Output],
+                 consumer: str) -> list[CloudEvent]:
+    """What the order's ``n``-th firing, at ``instant``, publishes (at the order's clock
+    and step). Shared by the deadline runner and replaying checkers."""
+    return derive(deadline_cause(order.order_id, instant, n), messages_of(outputs), consumer,
+                  time=order.clock, step=order.step)
 
 
 @dataclass(frozen=True)

@@ -96,7 +96,14 @@ class Settings(BaseSettings):
     # --- Business defaults (SLAs, windows) ----------------------------------
     sla_acknowledge_hours: float = Field(24.0, gt=0)
     sla_dispatch_hours: float = Field(72.0, gt=0)
+    sla_grace_minutes: float = Field(
+        15.0, ge=0, description="How long after a supplier's deadline its answer may still "
+                                "be in transit before the order fails over.")
     payment_window_minutes: float = Field(60.0, gt=0)
+    held_payment_window_minutes: float = Field(
+        1440.0, gt=0, description="How long a short payment waits for the balance.")
+    backorder_window_days: float = Field(
+        14.0, gt=0, description="Units backordered this long are cancelled and refunded.")
     return_window_days: float = Field(30.0, gt=0)
     max_reroutes_per_line: int = Field(3, ge=0, le=100)
     held_event_timeout_minutes: float = Field(

@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from events.base import Message
 from events.codec import DecodeError, decode, encode, key_of
 from events.deadletter import DeadLetter
-from events.envelope import CloudEvent, wrap
+from events.envelope import CloudEvent, sequence_of, wrap
 from events.ids import derived_id
 from events.types import EARLIEST_TIME, END_OF_TIME
 from pipeline.checkpoints import CheckpointConflict, advance_checkpoint
@@ -128,19 +128,40 @@ class Cause(Protocol):
     def time(self) -> datetime: ...
 
 
-def derive(cause: Cause, payloads: Sequence[Message], consumer: str) -> list[CloudEvent]:
-    """Wrap payloads caused by ``cause``: ids from the cause, time of the cause.
+def derive(cause: Cause, payloads: Sequence[Message], consumer: str, *,
+           time: datetime | None = None, step: int | None = None) -> list[CloudEvent]:
+    """Wrap payloads caused by ``cause``: ids from the cause, at ``time`` (default: the
+    cause's time; an agent passes its state's clock, never earlier).
 
     The id depends on the consumer, the cause's (source, id) and the payload's
     position and type, so two agents deriving from one cause never collide, and
     reprocessing the same cause from the same state yields byte-identical events.
+    With ``step`` (the order agent's step that applied the cause), each event also
+    carries the ``sequence`` ``<step>.<n>`` and the ``causationid`` of its cause:
+    the timeline's order.
     """
     cause_ref = f"{consumer}|{cause.source}/{cause.id}"
+    causation = {"causationid": f"{cause.source}/{cause.id}"}
     return [
         wrap(p, id=derived_id(cause_ref, f"{i}:{p.TYPE}"), source=f"dropship/{consumer}",
-             time=cause.time)
+             time=time or cause.time,
+             **({"sequence": sequence_of(step, i + 1), **causation} if step is not None
+                else {}))
         for i, p in enumerate(payloads)
     ]
+
+
+def consequences(cause: CloudEvent, payloads: Sequence[Message], consumer: str, *,
+                 time: datetime) -> list[CloudEvent]:
+    """:func:`derive` for an agent answering a command that carries an order's
+    ``sequence`` (the allocation agent's decisions): what it derives keeps that place in
+    the order's history (same ``sequence``, ``causationid`` the command), so an order's
+    timeline shows each decision right after the step that asked for it."""
+    events = derive(cause, payloads, consumer, time=time)
+    if cause.sequence is None:
+        return events
+    place = {"sequence": cause.sequence, "causationid": f"{cause.source}/{cause.id}"}
+    return [e.model_copy(update=place) for e in events]
 
 
 def dead_letter(record: Record, error: DecodeError, consumer: str, index: int = 0,

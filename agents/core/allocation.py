@@ -2,7 +2,9 @@
 
 The allocation agent calls these with the state it loaded for a sku and the
 command or catalog event it consumed; each returns the new state and the
-events to publish. Nothing here reads a clock: times come from the cause.
+events to publish. Nothing here reads a clock: :func:`apply` runs each
+operation at ``max(cause time, the sku's clock)`` and keeps that as the sku's
+clock, so no decision is stamped earlier than anything the sku had applied.
 The rules (ranking, splitting, failover, backorders, stock accounting) are
 documented with worked examples in ``docs/allocation.md``.
 
@@ -23,6 +25,7 @@ from decimal import Decimal
 
 from events.allocation import (
     AllocateLine,
+    BackorderDropped,
     BackorderReason,
     LineAllocated,
     LineBackordered,
@@ -80,6 +83,7 @@ class Line:
     reservations: tuple[Reservation, ...] = ()
     backordered: int = 0
     excluded: frozenset[str] = frozenset()
+    pinned: str | None = None  # ops re-routed the line: only this supplier serves it
 
     @property
     def allocated(self) -> int:
@@ -94,6 +98,7 @@ class SkuState:
     lines: dict[LineKey, Line] = field(default_factory=dict)
     next_arrival: int = 0
     version: int = 0  # stock changes published so far (SupplierStockChanged.version)
+    clock: datetime | None = None  # the latest time applied (see the module docstring)
 
 
 Decision = tuple[SkuState, list[Event]]
@@ -101,8 +106,9 @@ Decision = tuple[SkuState, list[Event]]
 
 # --- ranking -----------------------------------------------------------------
 
-def ranked(state: SkuState, excluded: frozenset[str] = frozenset()) -> list[Offer]:
-    """Active, non-excluded offers, best first.
+def ranked(state: SkuState, excluded: frozenset[str] = frozenset(),
+           pinned: str | None = None) -> list[Offer]:
+    """Active, non-excluded offers (only ``pinned``'s, if given), best first.
 
     Key: priority, then unit cost (only when every active offer is in one
     currency, since costs in different currencies are not comparable without
@@ -110,7 +116,8 @@ def ranked(state: SkuState, excluded: frozenset[str] = frozenset()) -> list[Offe
     """
     all_active = [o for o in state.offers.values() if o.active]
     comparable = len({o.currency for o in all_active}) <= 1
-    active = [o for o in all_active if o.supplier_id not in excluded]
+    active = [o for o in all_active if o.supplier_id not in excluded
+              and pinned in (None, o.supplier_id)]
 
     def key(o: Offer) -> tuple[int, Decimal, int, str]:
         return (o.priority, o.unit_cost if comparable else Decimal(0), o.lead_time_days,
@@ -119,8 +126,9 @@ def ranked(state: SkuState, excluded: frozenset[str] = frozenset()) -> list[Offe
     return sorted(active, key=key)
 
 
-def backorder_reason(state: SkuState, excluded: frozenset[str]) -> BackorderReason:
-    active = [o for o in state.offers.values() if o.active]
+def backorder_reason(state: SkuState, excluded: frozenset[str],
+                     pinned: str | None = None) -> BackorderReason:
+    active = [o for o in state.offers.values() if o.active and pinned in (None, o.supplier_id)]
     if not active:
         return "no_offer"
     if all(o.supplier_id in excluded for o in active):
@@ -141,7 +149,7 @@ class _Fill:
 
     def take(self, line: Line, need: int) -> tuple[Line, int]:
         """Reserve up to ``need`` units for ``line`` from the ranked suppliers."""
-        for offer in ranked(self.state, line.excluded):
+        for offer in ranked(self.state, line.excluded, line.pinned):
             if need == 0:
                 break
             stock = self.state.stock.get(offer.supplier_id)
@@ -192,7 +200,8 @@ class _Fill:
         Line decisions get the line's final backordered units (0 once the line is gone).
         """
         for i, event in enumerate(self.events):
-            if isinstance(event, LineAllocated | LineBackordered | LineReleased):
+            if isinstance(event, LineAllocated | LineBackordered | LineReleased
+                          | BackorderDropped):
                 line = self.state.lines.get((event.order_id, event.line_id))
                 after = line.backordered if line is not None else 0
                 self.events[i] = event.model_copy(update={"backordered_after": after})
@@ -243,7 +252,9 @@ def allocate(state: SkuState, cmd: AllocateLine, now: datetime) -> Decision:
     """Reserve ``cmd.quantity`` more units for a line; backorder what nobody can fill.
 
     The line's excluded suppliers grow by ``cmd.excluded_suppliers`` and are never
-    chosen for it again.
+    chosen for it again, unless ops pin the line to one of them (``cmd.supplier_id``):
+    then only that supplier serves the line, now and for its backorder, until a
+    command without a supplier unpins it.
     """
     key = (cmd.order_id, cmd.line_id)
     existing = state.lines.get(key)
@@ -255,20 +266,23 @@ def allocate(state: SkuState, cmd: AllocateLine, now: datetime) -> Decision:
     else:
         line = replace(existing, requested=existing.requested + cmd.quantity,
                        excluded=existing.excluded | excluded)
+    line = replace(line, pinned=cmd.supplier_id,
+                   excluded=line.excluded - {cmd.supplier_id} if cmd.supplier_id else line.excluded)
     fill = _Fill(state, now)
     line, short = fill.take(line, cmd.quantity)
     if short:
         line = replace(line, backordered=line.backordered + short)
         fill.events.append(LineBackordered(
             order_id=cmd.order_id, line_id=cmd.line_id, sku=state.sku, quantity=short,
-            reason=backorder_reason(fill.state, line.excluded), backordered_at=now,
+            reason=backorder_reason(fill.state, line.excluded, line.pinned), backordered_at=now,
         ))
     fill._set_line(line)
     return fill.done()
 
 
 def release(state: SkuState, cmd: ReleaseLine, now: datetime) -> Decision:
-    """Give back a line's units: all, or up to ``cmd.quantity``, or only ``cmd.supplier_id``'s.
+    """Give back a line's units: all, or up to ``cmd.quantity``, or only ``cmd.supplier_id``'s,
+    or (``cmd.backorder_only``) only backordered units.
 
     Without a supplier, backordered units go first, then reservations, newest
     first. Released units return to the budget they came from; the line asks
@@ -278,6 +292,8 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime) -> Decision:
     serves backorders. Unknown lines: no-op.
     """
     line = state.lines.get((cmd.order_id, cmd.line_id))
+    if cmd.backorder_only and cmd.supplier_id is None:
+        return _drop_backorder(state, line, cmd, now)
     if line is None:
         return state, []
     if cmd.supplier_id is not None:
@@ -311,6 +327,22 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime) -> Decision:
     return fill.done()
 
 
+def _drop_backorder(state: SkuState, line: Line | None, cmd: ReleaseLine,
+                    now: datetime) -> Decision:
+    """A ``backorder_only`` release: drop up to ``cmd.quantity`` backordered units (all
+    without one); always answered, even for a line that is gone."""
+    dropped = 0 if line is None else min(cmd.quantity or line.backordered, line.backordered)
+    fill = _Fill(state, now)
+    if line is not None and dropped:
+        fill._set_line(replace(line, backordered=line.backordered - dropped,
+                               requested=line.requested - dropped))
+    fill.events.append(BackorderDropped(
+        order_id=cmd.order_id, line_id=cmd.line_id, sku=state.sku,
+        requested=max(1, cmd.quantity or dropped), quantity=dropped, reason=cmd.reason,
+        dropped_at=now))
+    return fill.done()
+
+
 def _return_units(fill: _Fill, res: Reservation, qty: int) -> None:
     stock = fill.state.stock.get(res.supplier_id)
     if stock is not None and stock.as_of == res.budget_as_of:
@@ -318,7 +350,11 @@ def _return_units(fill: _Fill, res: Reservation, qty: int) -> None:
 
 
 def apply(state: SkuState, message: object, now: datetime) -> Decision:
-    """Dispatch one consumed message to its operation; other types change nothing."""
+    """Dispatch one consumed message to its operation, at ``max(now, the sku's clock)``,
+    which becomes the sku's clock; other types change nothing."""
+    if state.clock is not None and state.clock > now:
+        now = state.clock
+    state = replace(state, clock=now)
     if isinstance(message, AllocateLine):
         return allocate(state, message, now)
     if isinstance(message, ReleaseLine):

@@ -1,20 +1,27 @@
 """The order lifecycle: pure transitions of an :class:`~agents.core.orders.Order`.
 
 The order agent calls :func:`decide` for every event it consumes (shop events,
-supplier events, allocation decisions) and :func:`due` when a deadline may
-have passed. Both return the new order and the outputs: messages to publish
-(commands to the allocation agent, supplier orders, status changes, refunds)
-and :class:`Refused` verdicts that the agent dead-letters with their reason.
-``now`` is the cause's time (or the clock, for deadlines): nothing reads a clock.
-States, transitions and every event -> effect are in ``docs/order-lifecycle.md``.
+supplier events, allocation decisions, ops commands) and :func:`fire` when a
+deadline may have passed. Both return the new order and the outputs: messages
+to publish (commands to the allocation agent, supplier orders, status changes,
+refunds) and :class:`Refused` verdicts that the agent dead-letters with their
+reason. Nothing reads a clock: a step runs at ``max(cause time, order clock)``
+(the deadline instant, for deadlines), and that is the time of everything it
+derives. States, transitions, the money rules and every event -> effect are in
+``docs/order-lifecycle.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from agents.core import money
+from agents.core import order_ledger as ledger
 from agents.core import order_shipping as shipping
+from agents.core import order_supply as supply
+from agents.core.order_status import status_event
 from agents.core.orders import (
     Held,
     Line,
@@ -23,26 +30,19 @@ from agents.core.orders import (
     Policy,
     Refused,
     Result,
-    SupplierOrder,
     own_supplier_order,
-    status_event,
-    with_line,
     with_supplier_order,
 )
 from events.allocation import (
     AllocateLine,
+    BackorderDropped,
     LineAllocated,
     LineBackordered,
     LineReleased,
-    ReleaseLine,
 )
 from events.base import Message
-from events.fulfillment import (
-    CancelCause,
-    SupplierOrderCancelled,
-    SupplierOrderLine,
-    SupplierOrderRequested,
-)
+from events.fulfillment import RefundCause
+from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
     DeliveryConfirmed,
     OrderCancelled,
@@ -57,51 +57,74 @@ from events.suppliers import (
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
-from events.types import Money
+
+SHOP_EVENTS = (OrderPlaced, PaymentConfirmed, OrderCancelled, ReturnRequested, DeliveryConfirmed)
+OPS_COMMANDS = (ReleasePayment, CancelOrder, RerouteLine, CloseReturn)
 
 # --- entry points -------------------------------------------------------------
 
 def decide(order: Order, message: Message, now: datetime, policy: Policy,
            sender: str | None = None) -> Result:
-    """Apply one event, then any held event it unblocks; publish the status if it changed.
+    """Apply one event, then any held event it unblocks; publish the status if what
+    shops see changed.
 
     ``sender`` is the event's CloudEvents source: a shop's event about an order of
     another shop (an order id two shops use) is refused, not applied; None (tests
     of other rules) skips that check, except for an ``OrderPlaced``'s own shop id.
+    An event refused outright leaves the order as it was; any other advances its
+    clock and step (see :mod:`agents.core.orders`).
     """
-    before = order
-    foreign = _foreign(order, message, sender)
-    if foreign is not None:
-        return order, [foreign]
+    refusal = _foreign(order, message, sender)
+    if refusal is None and isinstance(message, OPS_COMMANDS) and not order.placed:
+        refusal = Refused(f"order {order.order_id} is unknown")
+    if refusal is not None:
+        return order, [refusal]
+    start = _begin(order, now)
     if not _applicable(order, message):
-        return _hold(order, message, now, policy, sender)
-    order, out = _apply(order, message, now, policy)
-    order, more = _apply_held(order, policy)
-    return _with_status(before, order, [*out, *more], now)
+        held, out = _hold(start, message, policy, sender)
+        return (order, out) if out else (held, out)
+    after, out = _apply(start, message, start.clock or now, policy, sender)
+    if after is start and all(isinstance(o, Refused) for o in out):
+        return order, out
+    after, more = _apply_held(after, policy)
+    return _finish(order, after, [*out, *more])
 
 
 def due(order: Order, now: datetime, policy: Policy) -> Result:
-    """Fire every deadline at or before ``now``: payment window, supplier SLAs, held events."""
-    before, out = order, list[Output]()
-    if order.placed_at and not order.paid_at and not order.payment_held \
-            and not order.cancelled and order.placed_at + policy.payment_window <= now:
-        order, out = _cancel(order, f"not paid within {_hours(policy.payment_window)}", now)
-    for so in sorted(order.supplier_orders.values(), key=lambda s: s.supplier_order_id):
-        if not so.live or order.cancelled:
+    """Fire every deadline at or before ``now``: payment windows, supplier SLAs,
+    backorders, held events. An order with nothing due is returned as it was."""
+    work = _begin(order, now)
+    now = work.clock or now
+    out: list[Output] = []
+    if work.placed_at and not work.paid_at and not work.short and not work.cancelled \
+            and work.placed_at + policy.payment_window <= now:
+        work, out = supply.cancel_all(work, f"not paid within {_hours(policy.payment_window)}",
+                                      now, "payment_window_closed")
+    elif work.short and work.short_since and \
+            work.short_since + policy.held_payment_window <= now:
+        work, out = supply.cancel_all(
+            work, f"payment incomplete after {_hours(policy.held_payment_window)}", now,
+            "payment_expired")
+    for so in sorted(work.supplier_orders.values(), key=lambda s: s.supplier_order_id):
+        if not so.live or work.cancelled:
             continue
-        if so.state == "requested" and so.acknowledge_by <= now:
-            order, more = _failover(order, so, f"{so.supplier_id} did not accept in time",
-                                    "acknowledge_sla_missed", now, policy)
+        if so.state == "requested" and so.acknowledge_by + policy.sla_grace <= now:
+            work, more = supply.failover(work, so, f"{so.supplier_id} did not accept in time",
+                                         "acknowledge_sla_missed", now, policy)
             out += more
-        elif not so.fully_shipped and so.dispatch_by <= now:
-            order, more = _failover(order, so, f"{so.supplier_id} did not dispatch in time",
-                                    "dispatch_sla_missed", now, policy)
+        elif not so.fully_shipped and so.dispatch_by + policy.sla_grace <= now:
+            work, more = supply.failover(work, so, f"{so.supplier_id} did not dispatch in time",
+                                         "dispatch_sla_missed", now, policy)
             out += more
-    stale = [h for h in order.held if h.held_at + policy.hold_timeout <= now]
-    if stale and not order.held_for_ops:
-        order = replace(order, held_for_ops=True,
-                        reason=f"{len(stale)} event(s) still waiting for their predecessor")
-    return _with_status(before, order, out, now)
+    work, more = _expire_backorders(work, now, policy)
+    out += more
+    stale = [h for h in work.held if h.held_at + policy.hold_timeout <= now]
+    if stale and not work.held_for_ops:
+        work = replace(work, held_for_ops=True, hold_reason=(
+            f"{len(stale)} event(s) still waiting for their predecessor"))
+    if not out and _unchanged(work, order):
+        return order, []
+    return _finish(order, work, out)
 
 
 def fire(order: Order, instant: datetime, policy: Policy) -> tuple[Order, list[Output], int]:
@@ -113,7 +136,7 @@ def fire(order: Order, instant: datetime, policy: Policy) -> tuple[Order, list[O
     number tells firings apart in the ids of what they derive.
     """
     after, out = due(order, instant, policy)
-    if after == order and not out:
+    if after is order:
         return order, [], -1
     return replace(after, firings=order.firings + 1), out, order.firings
 
@@ -121,14 +144,18 @@ def fire(order: Order, instant: datetime, policy: Policy) -> tuple[Order, list[O
 def next_deadline(order: Order, policy: Policy) -> datetime | None:
     """When :func:`due` next has something to do (None: nothing pending)."""
     times = []
-    if order.placed_at and not order.paid_at and not order.payment_held and not order.cancelled:
+    if order.placed_at and not order.paid_at and not order.short and not order.cancelled:
         times.append(order.placed_at + policy.payment_window)
+    if order.short and order.short_since:
+        times.append(order.short_since + policy.held_payment_window)
     if not order.cancelled:
         for so in order.supplier_orders.values():
             if so.live and so.state == "requested":
-                times.append(so.acknowledge_by)
+                times.append(so.acknowledge_by + policy.sla_grace)
             if so.live and not so.fully_shipped:
-                times.append(so.dispatch_by)
+                times.append(so.dispatch_by + policy.sla_grace)
+        times += [ln.backordered_since + policy.backorder_window
+                  for ln in order.lines.values() if ln.waiting and ln.backordered_since]
     if order.held and not order.held_for_ops:
         times.append(min(h.held_at for h in order.held) + policy.hold_timeout)
     return min(times) if times else None
@@ -136,15 +163,40 @@ def next_deadline(order: Order, policy: Policy) -> datetime | None:
 
 # --- plumbing ------------------------------------------------------------------
 
+def _begin(order: Order, now: datetime) -> Order:
+    """A new step: the clock never goes back; the last step's reason is done."""
+    clock = now if order.clock is None else max(now, order.clock)
+    return replace(order, clock=clock, step=order.step + 1, note=None)
+
+
+def _unchanged(after: Order, before: Order) -> bool:
+    return replace(after, clock=before.clock, step=before.step, note=before.note) == before
+
+
+def _finish(before: Order, after: Order, out: list[Output]) -> Result:
+    """End a step: send what is now paid and reserved, follow backorders, publish the
+    status if what shops see changed."""
+    now = after.clock
+    assert now is not None
+    after, sent = supply.forward(after, now)
+    after = supply.track_backorders(after, now)
+    out = [*out, *sent]
+    if not after.placed:
+        return after, out
+    new = status_event(after, now)
+    if before.placed:
+        old = status_event(replace(before, note=None), now)
+        if old.model_copy(update={"previous_status": new.previous_status}) == new:
+            return after, out
+    return replace(after, last_status=new.status, version=new.version), [*out, new]
+
+
 def _applicable(order: Order, message: Message) -> bool:
     if isinstance(message, OrderPlaced):
         return True
     if not order.placed:
         return False
     return not (isinstance(message, DeliveryConfirmed) and not order.shipments)
-
-
-SHOP_EVENTS = (OrderPlaced, PaymentConfirmed, OrderCancelled, ReturnRequested, DeliveryConfirmed)
 
 
 def _foreign(order: Order, message: Message, sender: str | None) -> Refused | None:
@@ -160,11 +212,12 @@ def _foreign(order: Order, message: Message, sender: str | None) -> Refused | No
                    f"which belongs to {owner}")
 
 
-def _hold(order: Order, message: Message, now: datetime, policy: Policy,
-          sender: str | None = None) -> Result:
+def _hold(order: Order, message: Message, policy: Policy, sender: str | None) -> Result:
     if len(order.held) >= policy.max_held:
         return order, [Refused(f"{policy.max_held} events already wait for this order")]
-    return replace(order, held=(*order.held, Held(message, now, now, sender))), []
+    assert order.clock is not None
+    return replace(order, held=(*order.held, Held(message, order.clock, order.clock,
+                                                  sender))), []
 
 
 def _apply_held(order: Order, policy: Policy) -> Result:
@@ -178,42 +231,34 @@ def _apply_held(order: Order, policy: Policy) -> Result:
                 rest = tuple(h for h in order.held if h is not held)
                 order, more = ((replace(order, held=rest), [foreign]) if foreign is not None
                                else _apply(replace(order, held=rest), held.message,
-                                           held.time, policy))
+                                           order.clock or held.time, policy, held.sender))
                 out += [replace(o, held=held.message) if isinstance(o, Refused) else o
                         for o in more]
                 progress = True
                 break
     if not order.held and order.held_for_ops:  # only the hold timeout sets the flag
-        waiting = order.reason is not None and "waiting" in order.reason
-        order = replace(order, held_for_ops=False, reason=None if waiting else order.reason)
+        order = replace(order, held_for_ops=False, hold_reason=None)
     return order, out
-
-
-def _with_status(before: Order, after: Order, out: list[Output], now: datetime) -> Result:
-    """Append an ``OrderStatusChanged`` if anything shops see has changed."""
-    if not after.placed:
-        return after, out
-    new = status_event(after, now)
-    if before.placed:
-        old = status_event(before, now)
-        if old.model_copy(update={"previous_status": new.previous_status}) == new:
-            return after, out
-    return replace(after, last_status=new.status, version=new.version), [*out, new]
 
 
 def _hours(delta: timedelta) -> str:
     return f"{delta.total_seconds() / 3600:g} h"
 
 
+def _operator(sender: str | None) -> str:
+    return (sender or "ops/?").partition("/")[2] or "?"
+
+
 # --- the transitions -------------------------------------------------------------
 
-def _apply(order: Order, m: Message, now: datetime, policy: Policy) -> Result:
+def _apply(order: Order, m: Message, now: datetime, policy: Policy,
+           sender: str | None = None) -> Result:
     if isinstance(m, OrderPlaced):
         return _placed(order, m, now)
     if isinstance(m, PaymentConfirmed):
-        return _paid(order, m, now)
-    if isinstance(m, LineAllocated | LineBackordered | LineReleased):
-        return _decision(order, m, now)
+        return ledger.pay(order, m, now)
+    if isinstance(m, LineAllocated | LineBackordered | LineReleased | BackorderDropped):
+        return supply.decision(order, m, now)
     if isinstance(m, SupplierOrderAccepted | SupplierOrderRejected):
         return _supplier_answer(order, m, now, policy)
     if isinstance(m, ShipmentDispatched):
@@ -221,89 +266,38 @@ def _apply(order: Order, m: Message, now: datetime, policy: Policy) -> Result:
     if isinstance(m, ShipmentDelivered | DeliveryConfirmed):
         return shipping.delivered(order, m, now)
     if isinstance(m, OrderCancelled):
-        if any(ln.shipped for ln in order.lines.values()):
-            return replace(order, reason="cancellation refused: already dispatched, "
-                                         "request a return instead"), []
-        return _cancel(order, f"cancelled by the shop: {m.reason}", now)
+        return _cancelled(order, m, now)
     if isinstance(m, ReturnRequested):
         return shipping.return_requested(order, m, now, policy)
     if isinstance(m, ReturnReceived):
         return shipping.return_received(order, m, now)
+    if isinstance(m, OPS_COMMANDS):
+        return _ops(order, m, now, _operator(sender))
     return order, []
 
 
 def _placed(order: Order, m: OrderPlaced, now: datetime) -> Result:
+    fingerprint = hashlib.sha256(m.model_dump_json().encode()).hexdigest()
     if order.placed:
-        return order, []  # the same order placed again under another event id
-    lines = {ln.line_id: Line(ln.line_id, ln.sku, ln.quantity, ln.unit_price.amount)
-             for ln in m.lines}
-    order = replace(order, shop_id=m.shop_id, currency=m.currency, ship_to=m.ship_to,
-                    placed_at=m.placed_at, lines=lines)
+        if fingerprint == order.placement:
+            return order, []  # the same order placed again under another event id
+        return order, [Refused(f"order {m.order_id} was already placed with other content; "
+                               "an order cannot be changed by placing it again")]
+    cur = m.currency
+    subtotals = [money.minor(ln.unit_price.amount * ln.quantity, cur) for ln in m.lines]
+    values = money.line_values(subtotals, money.minor(m.amount("discount"), cur),
+                               money.minor(m.amount("tax"), cur),
+                               money.minor(m.amount("shipping"), cur))
+    lines = {ln.line_id: Line(ln.line_id, ln.sku, ln.quantity, ln.unit_price.amount,
+                              goods=money.major(goods, cur), shipping=money.major(ship, cur))
+             for ln, (goods, ship) in zip(m.lines, values, strict=True)}
+    order = replace(order, shop_id=m.shop_id, currency=cur, ship_to=m.ship_to,
+                    customer_ref=m.customer_ref, placed_at=m.placed_at, placement=fingerprint,
+                    subtotal=m.subtotal(), shipping=m.amount("shipping"), tax=m.amount("tax"),
+                    discount=m.amount("discount"), lines=lines)
     return order, [AllocateLine(order_id=m.order_id, line_id=ln.line_id, sku=ln.sku,
                                 quantity=ln.quantity, ship_to_country=m.ship_to.country,
                                 requested_at=now) for ln in m.lines]
-
-
-def _paid(order: Order, m: PaymentConfirmed, now: datetime) -> Result:
-    if order.paid_at or order.cancelled:
-        return order, ([] if order.paid_at else [Refused("payment for a cancelled order")])
-    total = Money(amount=order.total(), currency=order.currency)
-    if m.amount.currency != total.currency or m.amount.amount != total.amount:
-        return replace(order, payment_held=True, reason=(
-            f"payment {m.amount.amount} {m.amount.currency} does not match the order total "
-            f"{total.amount} {total.currency}")), []
-    return _forward(replace(order, paid_at=m.paid_at, payment_held=False, reason=None), now)
-
-
-def _decision(order: Order, m: LineAllocated | LineBackordered | LineReleased,
-              now: datetime) -> Result:
-    line = order.lines.get(m.line_id)
-    if line is None:
-        return order, [Refused(f"decision for unknown line {m.line_id}")]
-    line = replace(line, backordered=m.backordered_after)
-    out: list[Output] = []
-    if isinstance(m, LineAllocated):
-        line = replace(line, reserved={**line.reserved,
-                                       m.supplier_id: line.reserved.get(m.supplier_id, 0)
-                                       + m.quantity},
-                       slas={**line.slas, m.supplier_id: (m.acknowledge_sla_hours,
-                                                          m.dispatch_sla_hours)})
-        if order.cancelled:  # reserved after the order was cancelled: give it back
-            out.append(ReleaseLine(order_id=order.order_id, line_id=line.line_id, sku=line.sku,
-                                   supplier_id=m.supplier_id, quantity=m.quantity,
-                                   reason="order cancelled", requested_at=now))
-    elif isinstance(m, LineReleased):
-        left = max(0, line.reserved.get(m.supplier_id, 0) - m.quantity)
-        line = replace(line, reserved={**line.reserved, m.supplier_id: left})
-    order, more = _forward(with_line(order, line), now)
-    return order, [*out, *more]
-
-
-def _forward(order: Order, now: datetime) -> Result:
-    """Once paid: one supplier order per supplier for reserved units not yet routed."""
-    if not order.paid_at or order.cancelled:
-        return order, []
-    out: list[Output] = []
-    suppliers = sorted({s for ln in order.lines.values() for s in ln.reserved})
-    for supplier in suppliers:
-        todo = {ln.line_id: ln.reserved.get(supplier, 0) - order.routed(ln.line_id, supplier)
-                for ln in order.lines.values() if supplier not in ln.excluded and not ln.held}
-        todo = {k: v for k, v in todo.items() if v > 0}
-        if not todo:
-            continue
-        ack = min(order.lines[k].slas.get(supplier, (24, 72))[0] for k in todo)
-        dispatch = min(order.lines[k].slas.get(supplier, (24, 72))[1] for k in todo)
-        so = SupplierOrder(order.supplier_order_id(supplier), supplier, todo, now,
-                           now + timedelta(hours=ack), now + timedelta(hours=dispatch))
-        order = with_supplier_order(order, so)
-        assert order.ship_to is not None
-        out.append(SupplierOrderRequested(
-            supplier_order_id=so.supplier_order_id, supplier_id=supplier,
-            order_id=order.order_id, ship_to=order.ship_to,
-            lines=tuple(SupplierOrderLine(line_id=k, sku=order.lines[k].sku, quantity=v)
-                        for k, v in sorted(todo.items())),
-            acknowledge_by=so.acknowledge_by, dispatch_by=so.dispatch_by, requested_at=now))
-    return order, out
 
 
 def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejected,
@@ -312,60 +306,83 @@ def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejec
     if isinstance(so, Refused):
         return order, [so]
     if isinstance(m, SupplierOrderAccepted):
-        return (with_supplier_order(order, replace(so, state="accepted")) if so.state == "requested"
-                else order), []
-    return _failover(order, so, f"{so.supplier_id} rejected: {m.reason}", "rejected", now,
-                     policy)
+        if so.state != "requested":
+            return order, []
+        if m.accepted_at > so.acknowledge_by:  # within the grace, but too late
+            return supply.failover(order, so, f"{so.supplier_id} accepted after its deadline",
+                                   "acknowledge_sla_missed", now, policy)
+        return with_supplier_order(order, replace(so, state="accepted")), []
+    return supply.failover(order, so, f"{so.supplier_id} rejected: {m.reason}", "rejected",
+                           now, policy)
 
 
-def _failover(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
-              now: datetime, policy: Policy) -> Result:
-    """Cancel a supplier order; release and re-allocate its unshipped units elsewhere."""
-    out: list[Output] = [SupplierOrderCancelled(
-        supplier_order_id=so.supplier_order_id, supplier_id=so.supplier_id,
-        order_id=order.order_id, reason=reason[:500], cause=cause, cancelled_at=now)]
-    order = with_supplier_order(order, replace(so, state="cancelled"))
-    for line_id in sorted(so.lines):
-        units = so.unshipped(line_id)
-        if units <= 0:
-            continue
-        line = order.lines[line_id]
-        line = replace(line, excluded=line.excluded | {so.supplier_id}, reroutes=line.reroutes + 1)
-        out.append(ReleaseLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
-                               supplier_id=so.supplier_id, quantity=units, reason=reason[:500],
-                               requested_at=now))
-        if line.reroutes > policy.max_reroutes:
-            line = replace(line, held=True)
-            reason = f"line {line_id} held for ops after {line.reroutes} re-routes"
-            if line.backordered:  # nobody will be asked for this line again: drop its queue
-                out.append(ReleaseLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
-                                       quantity=line.backordered, reason=reason,
-                                       requested_at=now))
-        else:
-            out.append(AllocateLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
-                                    quantity=units, ship_to_country=_country(order),
-                                    excluded_suppliers=tuple(sorted(line.excluded)),
-                                    requested_at=now))
-        order = with_line(order, line)
-    return replace(order, reason=reason[:500]), out
+def _cancelled(order: Order, m: OrderCancelled, now: datetime) -> Result:
+    """A shop cancels the order (every unit not shipped) or some units of some lines."""
+    reason = f"cancelled by the shop: {m.reason}"
+    if m.lines:
+        unknown = [ln.line_id for ln in m.lines if ln.line_id not in order.lines]
+        if unknown:
+            return order, [Refused(f"cannot cancel unknown line {unknown[0]}")]
+        units = {ln.line_id: ln.quantity for ln in m.lines}
+    else:
+        units = {ln.line_id: ln.wanted for ln in order.lines.values()}
+    return _cancel_or_explain(order, units, reason, now, "order_cancelled" if not m.lines
+                              else "lines_cancelled", whole=not m.lines)
 
 
-def _country(order: Order) -> str:
-    assert order.ship_to is not None
-    return order.ship_to.country
+def _cancel_or_explain(order: Order, units: dict[str, int], reason: str, now: datetime,
+                       refund: RefundCause, whole: bool) -> Result:
+    """Cancel what can be (never shipped units), say what cannot."""
+    if order.cancelled:
+        return order, []  # already done
+    room = {k: min(n, order.lines[k].wanted - order.lines[k].shipped) for k, n in units.items()}
+    if not any(n > 0 for n in room.values()):
+        return replace(order, note="cancellation refused: already dispatched, request a "
+                                   "return instead"), []
+    if whole and not any(ln.shipped for ln in order.lines.values()):
+        return supply.cancel_all(order, reason, now, refund)
+    order, out = supply.cancel_units(order, units, reason, now, refund,
+                                     "order_cancelled" if whole else "lines_cancelled")
+    kept = ", ".join(f"{n - max(0, room[k])} of line {k}" for k, n in sorted(units.items())
+                     if n > room[k] and order.lines[k].shipped)
+    if kept:
+        order = replace(order, note=f"{reason}; already dispatched, not cancelled: {kept}"[:500])
+    return order, out
 
 
-def _cancel(order: Order, reason: str, now: datetime) -> Result:
+def _ops(order: Order, m: Message, now: datetime, operator: str) -> Result:
+    """Ops commands (``events.ops``): each names the operator in its reason."""
+    if isinstance(m, ReleasePayment):
+        if not order.short:
+            return order, [Refused(f"order {order.order_id} has no held payment")]
+        order = ledger.write_off(order, now)
+        return replace(order, note=f"payment released by {operator}: {m.reason}"[:500]), []
+    if isinstance(m, CancelOrder):
+        reason = f"cancelled by {operator}: {m.reason}"
+        if any(ln.line_id not in order.lines for ln in m.lines):
+            return order, [Refused("cannot cancel a line the order does not have")]
+        units = ({ln.line_id: ln.quantity for ln in m.lines} if m.lines
+                 else {ln.line_id: ln.wanted for ln in order.lines.values()})
+        return _cancel_or_explain(order, units, reason, now, "ops_cancelled", whole=not m.lines)
+    if isinstance(m, RerouteLine):
+        return supply.reroute(order, m.line_id, m.supplier_id,
+                              f"line {m.line_id} re-routed to {m.supplier_id} by {operator}: "
+                              f"{m.reason}", now)
+    if isinstance(m, CloseReturn):
+        return shipping.close_return(order, m, now, operator)
+    return order, []
+
+
+def _expire_backorders(order: Order, now: datetime, policy: Policy) -> Result:
     out: list[Output] = []
-    for so in sorted(order.supplier_orders.values(), key=lambda s: s.supplier_order_id):
-        if so.live:
-            out.append(SupplierOrderCancelled(
-                supplier_order_id=so.supplier_order_id, supplier_id=so.supplier_id,
-                order_id=order.order_id, reason=reason[:500], cancelled_at=now))
-            order = with_supplier_order(order, replace(so, state="cancelled"))
-    out += [ReleaseLine(order_id=order.order_id, line_id=ln.line_id, sku=ln.sku,
-                        reason=reason[:500], requested_at=now)
-            for ln in order.lines.values()]
-    return replace(order, cancelled=True, reason=reason[:500]), out
-
-
+    if order.cancelled:
+        return order, out
+    for line in list(order.lines.values()):
+        if line.waiting and line.backordered_since and \
+                line.backordered_since + policy.backorder_window <= now:
+            order, more = supply.cancel_units(
+                order, {line.line_id: line.waiting},
+                f"line {line.line_id}: {line.waiting} unit(s) backordered for over "
+                f"{policy.backorder_window.days} days, cancelled", now, "backorder_expired")
+            out += more
+    return order, out

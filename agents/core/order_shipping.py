@@ -1,15 +1,20 @@
 """The order after dispatch: shipments, deliveries and returns (pure transitions).
 
 Called by :func:`agents.core.order_rules.decide`; same contract: each returns
-the new order and its outputs, and refuses what it cannot accept.
+the new order and its outputs, and refuses what it cannot accept. Returns are
+per line and unit: units may be returned as soon as they are delivered, within
+the return window counted from the line's last delivery; received units are
+refunded at their value (with their share of shipping when the return is the
+seller's fault), see ``docs/order-lifecycle.md``.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
-from decimal import Decimal
 
+from agents.core import order_ledger as ledger
+from agents.core.order_supply import release
 from agents.core.orders import (
     Order,
     Output,
@@ -23,11 +28,10 @@ from agents.core.orders import (
     with_line,
     with_supplier_order,
 )
-from events.allocation import ReleaseLine
 from events.fulfillment import RefundIssued, ReturnAuthorized
-from events.orders import DeliveryConfirmed, LineQuantity, ReturnRequested
+from events.ops import CloseReturn
+from events.orders import SELLERS_FAULT, DeliveryConfirmed, LineQuantity, ReturnRequested
 from events.suppliers import ReturnReceived, ShipmentDelivered, ShipmentDispatched
-from events.types import Money
 
 
 def dispatched(order: Order, m: ShipmentDispatched) -> Result:
@@ -71,11 +75,12 @@ def delivered(order: Order, m: ShipmentDelivered | DeliveryConfirmed, now: datet
             continue
         for line_id, units in shipment.lines.items():
             line = order.lines[line_id]
-            order = with_line(order, replace(line, delivered=line.delivered + units))
+            order = with_line(order, replace(line, delivered=line.delivered + units,
+                                             delivered_at=now))
         key = shipment_key(shipment.supplier_id, shipment.shipment_id)
         order = replace(order, shipments={**order.shipments,
                                           key: replace(shipment, delivered=True)})
-    if order.delivered_at is None and all(ln.delivered >= ln.quantity
+    if order.delivered_at is None and all(ln.delivered >= ln.wanted
                                           for ln in order.lines.values()):
         order = replace(order, delivered_at=now)
     return order, []
@@ -84,18 +89,9 @@ def delivered(order: Order, m: ShipmentDelivered | DeliveryConfirmed, now: datet
 def return_requested(order: Order, m: ReturnRequested, now: datetime, policy: Policy) -> Result:
     if m.rma_id in order.returns:
         return order, []
-    refusal = None
-    if order.delivered_at is None:
-        refusal = "nothing was delivered yet"
-    elif m.requested_at > order.delivered_at + policy.return_window:
-        refusal = f"the return window of {policy.return_window.days} days has closed"
-    else:
-        for item in m.lines:
-            line = order.lines.get(item.line_id)
-            if line is None or item.quantity > line.delivered - line.returned:
-                refusal = f"line {item.line_id}: more units than delivered and not returned"
+    refusal = _return_refusal(order, m, policy)
     if refusal:
-        return replace(order, reason=f"return {m.rma_id} refused: {refusal}"), []
+        return replace(order, note=f"return {m.rma_id} refused: {refusal}"[:500]), []
     by_supplier: dict[str, dict[str, int]] = {}
     for item in m.lines:
         left = item.quantity
@@ -107,12 +103,25 @@ def return_requested(order: Order, m: ReturnRequested, now: datetime, policy: Po
                 left -= take
         line = order.lines[item.line_id]
         order = with_line(order, replace(line, returned=line.returned + item.quantity))
-    rma = Return(m.rma_id, {i.line_id: i.quantity for i in m.lines}, by_supplier)
-    order = replace(order, returns={**order.returns, m.rma_id: rma}, reason=None)
+    rma = Return(m.rma_id, {i.line_id: i.quantity for i in m.lines}, by_supplier,
+                 sellers_fault=m.reason_code in SELLERS_FAULT)
+    order = replace(order, returns={**order.returns, m.rma_id: rma})
     return order, [ReturnAuthorized(
         rma_id=m.rma_id, supplier_id=s, order_id=order.order_id,
         lines=tuple(LineQuantity(line_id=k, quantity=v) for k, v in sorted(part.items())),
         authorized_at=now) for s, part in sorted(by_supplier.items())]
+
+
+def _return_refusal(order: Order, m: ReturnRequested, policy: Policy) -> str | None:
+    for item in m.lines:
+        line = order.lines.get(item.line_id)
+        if line is None or line.delivered_at is None:
+            return f"line {item.line_id}: nothing of it was delivered"
+        if item.quantity > line.delivered - line.returned:
+            return f"line {item.line_id}: more units than delivered and not returned"
+        if m.requested_at > line.delivered_at + policy.return_window:
+            return f"the return window of {policy.return_window.days} days has closed"
+    return None
 
 
 def _returnable(order: Order, line_id: str) -> list[tuple[str, int]]:
@@ -140,15 +149,52 @@ def return_received(order: Order, m: ReturnReceived, now: datetime) -> Result:
     got = {i.line_id: i.quantity for i in m.lines}
     if any(got.get(k, 0) > v for k, v in part.items()) or set(got) - set(part):
         return order, [Refused(f"return {m.rma_id} holds units that were not authorized")]
-    amount = sum((order.lines[k].unit_price * v for k, v in got.items()), Decimal(0))
-    out: list[Output] = [RefundIssued(order_id=order.order_id, shop_id=order.shop_id,
-                                      rma_id=m.rma_id,
-                                      amount=Money(amount=amount, currency=order.currency),
-                                      issued_at=now)]
+    out: list[Output] = []
+    if rma.closed and not rma.refund_on_close:  # closed as kept, came back after all
+        for line_id, units in got.items():
+            line = order.lines[line_id]
+            order = with_line(order, replace(line, returned=line.returned + units))
+    if not rma.refund_on_close:
+        order, out = _refund_return(order, rma, got, now, f"return {m.rma_id} received")
     if m.condition == "resellable":
-        out += [ReleaseLine(order_id=order.order_id, line_id=k, sku=order.lines[k].sku,
-                            supplier_id=m.supplier_id, quantity=v,
-                            reason=f"restocked from return {m.rma_id}", requested_at=now)
-                for k, v in sorted(got.items()) if v]
-    rma = replace(rma, received=rma.received | {m.supplier_id}, refunded=rma.refunded + amount)
+        for line_id, units in sorted(got.items()):
+            line, cmd = release(order, order.lines[line_id], m.supplier_id, units,
+                                f"restocked from return {m.rma_id}", now)
+            order = with_line(order, line)
+            out.append(cmd)
+    rma = order.returns[m.rma_id]
+    rma = replace(rma, received=rma.received | {m.supplier_id})
     return replace(order, returns={**order.returns, m.rma_id: rma}), out
+
+
+def _refund_return(order: Order, rma: Return, units: dict[str, int], now: datetime,
+                   reason: str) -> Result:
+    order, credited = ledger.credit(order, units, with_shipping=rma.sellers_fault)
+    order, out = ledger.settle(order, now, "return", credited, rma_id=rma.rma_id, reason=reason)
+    refunded = sum((r.amount.amount for r in out if isinstance(r, RefundIssued)),
+                   rma.refunded)
+    rma = replace(rma, refunded=refunded)
+    return replace(order, returns={**order.returns, rma.rma_id: rma}), out
+
+
+def close_return(order: Order, m: CloseReturn, now: datetime, operator: str) -> Result:
+    """Ops end a return: the parts not received are refunded (``refund``) or stay with
+    the customer."""
+    rma = order.returns.get(m.rma_id)
+    if rma is None or not rma.open:
+        return order, [Refused(f"return {m.rma_id} is not open")]
+    missing: dict[str, int] = {}
+    for supplier, part in rma.by_supplier.items():
+        if supplier not in rma.received:
+            for line_id, units in part.items():
+                missing[line_id] = missing.get(line_id, 0) + units
+    note = f"return {m.rma_id} closed by {operator}: {m.reason}"
+    out: list[Output] = []
+    if m.refund:
+        order, out = _refund_return(order, rma, missing, now, note)
+    else:
+        for line_id, units in missing.items():
+            line = order.lines[line_id]
+            order = with_line(order, replace(line, returned=line.returned - units))
+    rma = replace(order.returns[m.rma_id], closed=True, refund_on_close=m.refund)
+    return replace(order, returns={**order.returns, m.rma_id: rma}, note=note[:500]), out

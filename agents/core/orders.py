@@ -1,10 +1,17 @@
 """The order's state and its status: plain values, no I/O.
 
 An :class:`Order` holds each line's progress (units reserved per supplier,
-backordered, shipped, delivered, returned), the supplier orders it was routed
-to, the returns, the deadlines and any event held until its predecessor
-arrives. ``agents.core.order_rules`` moves it from event to event;
-:func:`status_of` derives the status shops see, so no transition sets it by hand.
+backordered, shipped, delivered, returned, cancelled), the supplier orders it
+was routed to, the shipments and returns, its money (payments, refunds, what
+was credited), the deadlines, its clock and any event held until its
+predecessor arrives. ``agents.core.order_rules`` moves it from event to event;
+``agents.core.order_status`` derives the status shops see, so no transition sets
+it by hand.
+
+The order's clock (:attr:`Order.clock`) is the latest time it has applied;
+every step runs at ``max(cause time, clock)``, so nothing it derives is stamped
+earlier than anything it had applied. :attr:`Order.step` numbers the steps
+(events applied and deadline firings that changed it): the timeline's order.
 """
 
 from __future__ import annotations
@@ -15,18 +22,13 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Literal
 
+from agents.core import money
 from events.base import Message
-from events.fulfillment import (
-    MAX_SUPPLIERS,
-    MAX_TRACKING_NUMBERS,
-    LineStatus,
-    OrderStatus,
-    OrderStatusChanged,
-    SupplierUnits,
-)
-from events.types import Address, Money
+from events.fulfillment import OrderStatus
+from events.types import Address
 
 SupplierOrderState = Literal["requested", "accepted", "dispatched", "cancelled"]
+ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,13 @@ class Policy:
     max_reroutes: int = 3
     hold_timeout: timedelta = timedelta(hours=1)
     max_held: int = 50
+    #: a short payment waits this long for the balance, then the order is cancelled
+    held_payment_window: timedelta = timedelta(hours=24)
+    #: units backordered this long are cancelled (and refunded if paid)
+    backorder_window: timedelta = timedelta(days=14)
+    #: a supplier's answer stamped by its deadline may still be in transit this long:
+    #: its supplier order fails over only then (an answer stamped later fails it over)
+    sla_grace: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True)
@@ -46,16 +55,59 @@ class Line:
     sku: str
     quantity: int
     unit_price: Decimal
+    goods: Decimal = ZERO     # price x quantity - discount share + tax share
+    shipping: Decimal = ZERO  # the line's share of the order's shipping
     reserved: dict[str, int] = field(default_factory=dict)  # supplier -> units reserved
+    #: supplier -> units the order asked the allocation agent to release there and
+    #: whose release it has not seen yet (they no longer count as reserved)
+    releasing: dict[str, int] = field(default_factory=dict)
     #: supplier -> (acknowledge SLA, dispatch SLA) in hours, from its offer
     slas: dict[str, tuple[int, int]] = field(default_factory=dict)
-    backordered: int = 0
+    backordered: int = 0  # as the allocation agent last said (see :meth:`waiting`)
+    #: backordered units the order asked the allocation agent to drop and whose
+    #: answer (``BackorderDropped``) it has not seen yet
+    dropping: int = 0
+    #: the whole line was released at once (the order was cancelled with nothing
+    #: shipped): the allocation agent gives back everything, nothing to reconcile
+    released_all: bool = False
+    backordered_since: datetime | None = None
     shipped: int = 0
     delivered: int = 0
-    returned: int = 0  # units under an authorized return
+    delivered_at: datetime | None = None  # when units of it were last delivered
+    returned: int = 0  # units under authorized returns
+    cancelled: int = 0  # units that will not be sent
+    credited_goods: int = 0  # units whose goods value was taken off the order
+    credited_shipping: int = 0  # units whose shipping share was taken off the order
     excluded: frozenset[str] = frozenset()
     reroutes: int = 0
     held: bool = False
+    pinned: str | None = None  # ops re-routed the line to this supplier
+
+    @property
+    def wanted(self) -> int:
+        """Units the customer still wants sent."""
+        return self.quantity - self.cancelled
+
+    def holding(self, supplier_id: str) -> int:
+        """Units reserved at ``supplier_id`` that are not being released."""
+        if self.released_all:
+            return 0
+        return max(0, self.reserved.get(supplier_id, 0) - self.releasing.get(supplier_id, 0))
+
+    @property
+    def queued(self) -> int:
+        """Backordered units at the allocation agent that are not being dropped."""
+        return 0 if self.released_all else max(0, self.backordered - self.dropping)
+
+    @property
+    def allocated(self) -> int:
+        return sum(self.holding(s) for s in self.reserved)
+
+    @property
+    def waiting(self) -> int:
+        """Backordered units still wanted: :attr:`queued`, at most the wanted units not
+        reserved."""
+        return max(0, min(self.queued, self.wanted - self.allocated))
 
 
 @dataclass(frozen=True)
@@ -97,7 +149,24 @@ class Return:
     lines: dict[str, int]
     by_supplier: dict[str, dict[str, int]]  # supplier -> line id -> units
     received: frozenset[str] = frozenset()  # suppliers that received their part
-    refunded: Decimal = Decimal(0)
+    refunded: Decimal = ZERO
+    sellers_fault: bool = False  # defective, damaged, wrong item: shipping refunded too
+    #: ops closed it: parts not received were refunded then (``refund_on_close``), or
+    #: stay with the customer until, if ever, they arrive after all
+    closed: bool = False
+    refund_on_close: bool = False
+
+    @property
+    def open(self) -> bool:
+        return not self.closed and self.received != set(self.by_supplier)
+
+
+@dataclass(frozen=True)
+class Payment:
+    payment_ref: str
+    amount: Decimal
+    currency: str
+    paid_at: datetime
 
 
 @dataclass(frozen=True)
@@ -117,10 +186,21 @@ class Order:
     shop_id: str = ""
     currency: str = ""
     ship_to: Address | None = None
+    customer_ref: str | None = None
     placed_at: datetime | None = None
+    placement: str = ""  # fingerprint of the OrderPlaced (another one is a conflict)
+    subtotal: Decimal = ZERO
+    shipping: Decimal = ZERO
+    tax: Decimal = ZERO
+    discount: Decimal = ZERO
     lines: dict[str, Line] = field(default_factory=dict)
+    payments: tuple[Payment, ...] = ()
+    #: when what was paid first covered what is due (or ops released the payment)
     paid_at: datetime | None = None
-    payment_held: bool = False
+    short_since: datetime | None = None  # first payment of a short payment
+    written_off: Decimal = ZERO
+    refunded: Decimal = ZERO  # refunds in the order's currency
+    refunds: int = 0  # refunds issued (numbers their ids)
     cancelled: bool = False
     delivered_at: datetime | None = None
     supplier_orders: dict[str, SupplierOrder] = field(default_factory=dict)
@@ -128,7 +208,10 @@ class Order:
     returns: dict[str, Return] = field(default_factory=dict)
     held: tuple[Held, ...] = ()
     held_for_ops: bool = False
-    reason: str | None = None
+    hold_reason: str | None = None  # why it is held for ops (shown while it is)
+    note: str | None = None  # the reason of the current step only
+    clock: datetime | None = None  # the latest time applied (see the module docstring)
+    step: int = 0
     last_status: OrderStatus | None = None
     version: int = 0  # status snapshots published so far (OrderStatusChanged.version)
     #: Deadline firings that changed the order so far. Each firing derives its events'
@@ -141,70 +224,62 @@ class Order:
         return self.placed_at is not None
 
     def total(self) -> Decimal:
-        return sum((ln.unit_price * ln.quantity for ln in self.lines.values()), Decimal(0))
+        return self.subtotal + self.shipping + self.tax - self.discount
+
+    def paid(self) -> Decimal:
+        """Payments in the order's currency (others are refunded whole)."""
+        return sum((p.amount for p in self.payments if p.currency == self.currency), ZERO)
+
+    def credited(self) -> Decimal:
+        """The value of units taken off the order (cancelled, or returned and refunded)."""
+        units = sum(money.portion(money.minor(ln.goods, self.currency), ln.quantity,
+                                  ln.credited_goods)
+                    + money.portion(money.minor(ln.shipping, self.currency), ln.quantity,
+                                    ln.credited_shipping) for ln in self.lines.values())
+        return money.major(units, self.currency) if self.currency else ZERO
+
+    def due(self) -> Decimal:
+        """What the customer pays for what it keeps (never below 0: what ops wrote off
+        is not paid back when units are taken off later)."""
+        return max(ZERO, self.total() - self.credited() - self.written_off)
+
+    def balance(self) -> Decimal:
+        """Paid and not refunded, less what is due: above 0, the customer's money."""
+        return self.paid() - self.refunded - self.due()
+
+    @property
+    def short(self) -> bool:
+        """Something was paid, not yet all that is due (the payment is held)."""
+        return (not self.paid_at and not self.cancelled
+                and any(p.currency == self.currency for p in self.payments))
 
     def routed(self, line_id: str, supplier_id: str) -> int:
         """Units of a line in live supplier orders of ``supplier_id`` (shipped or not)."""
         return sum(so.lines.get(line_id, 0) for so in self.supplier_orders.values()
                    if so.live and so.supplier_id == supplier_id)
 
+    def shipped_by(self, line_id: str, supplier_id: str) -> int:
+        """Units of a line ``supplier_id`` shipped, in any of its supplier orders."""
+        return sum(so.shipped.get(line_id, 0) for so in self.supplier_orders.values()
+                   if so.supplier_id == supplier_id)
+
+    def in_hand(self, line_id: str) -> int:
+        """Units of a line with suppliers: in live supplier orders, or shipped."""
+        return sum(so.lines.get(line_id, 0) if so.live else so.shipped.get(line_id, 0)
+                   for so in self.supplier_orders.values())
+
     def supplier_order_id(self, supplier_id: str) -> str:
         """A deterministic id for the next supplier order of this order to ``supplier_id``."""
-        digest = hashlib.sha256(
-            f"{self.order_id}/{supplier_id}/{len(self.supplier_orders)}".encode()).hexdigest()
-        return f"so-{digest[:24]}"
+        return _digest("so", f"{self.order_id}/{supplier_id}/{len(self.supplier_orders)}")
+
+    def refund_id(self) -> str:
+        """A deterministic id for the order's next refund; ids sort in issue order."""
+        n = self.refunds + 1
+        return f"rf-{n:04d}-{_digest('', f'{self.order_id}/{n}')[1:17]}"
 
 
-def status_of(order: Order) -> OrderStatus:
-    """The status shops see, derived from the state (first rule that applies wins)."""
-    lines = order.lines.values()
-    open_returns = [r for r in order.returns.values() if r.received != set(r.by_supplier)]
-    if order.cancelled:
-        return "cancelled"
-    if order.returns:
-        return "return_requested" if open_returns else "refunded"
-    if lines and all(ln.delivered >= ln.quantity for ln in lines):
-        return "delivered"
-    if any(ln.shipped for ln in lines):
-        return "dispatched" if all(ln.shipped >= ln.quantity for ln in lines) \
-            else "partially_dispatched"
-    if order.held_for_ops or any(ln.held for ln in lines):
-        return "held_for_ops"
-    if order.payment_held:
-        return "payment_held"
-    if order.paid_at and any(so.live for so in order.supplier_orders.values()):
-        return "sent_to_supplier"
-    if any(ln.backordered for ln in lines):
-        return "backordered"
-    if lines and all(sum(ln.reserved.values()) >= ln.quantity for ln in lines):
-        return "allocated"
-    return "paid" if order.paid_at else "placed"
-
-
-def status_event(order: Order, now: datetime) -> OrderStatusChanged:
-    """The snapshot shops receive: status, reason, every line, suppliers, tracking numbers."""
-    live = [so for so in order.supplier_orders.values() if so.live]
-    return OrderStatusChanged(
-        order_id=order.order_id, shop_id=order.shop_id, version=order.version + 1,
-        status=status_of(order),
-        previous_status=order.last_status, reason=order.reason,
-        lines=tuple(
-            LineStatus(line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity,
-                       allocated=sum(ln.reserved.values()), backordered=ln.backordered,
-                       shipped=ln.shipped, delivered=ln.delivered, returned=ln.returned,
-                       suppliers=tuple(sorted(s for s, q in ln.reserved.items() if q))[
-                           :MAX_SUPPLIERS],
-                       allocations=tuple(SupplierUnits(supplier_id=s, quantity=q)
-                                         for s, q in sorted(ln.reserved.items()) if q)[
-                           :MAX_SUPPLIERS],
-                       reroutes=ln.reroutes, held_for_ops=ln.held)
-            for ln in order.lines.values()),
-        suppliers=tuple(sorted({so.supplier_id for so in live}))[:MAX_SUPPLIERS],
-        tracking_numbers=tuple(  # the latest ones, if there are ever more than fit
-            s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:],
-        total=Money(amount=order.total(), currency=order.currency) if order.currency else None,
-        placed_at=order.placed_at, paid_at=order.paid_at, changed_at=now,
-    )
+def _digest(prefix: str, text: str) -> str:
+    return f"{prefix}-{hashlib.sha256(text.encode()).hexdigest()[:24]}"
 
 
 @dataclass(frozen=True)

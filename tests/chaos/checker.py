@@ -43,7 +43,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agents import allocation, orders
 from agents.core import allocation as alloc_core
 from agents.core import order_rules
-from agents.core.orders import Order, Policy, status_of
+from agents.core.order_status import status_of
+from agents.core.orders import Order, Policy
 from events.codec import DecodeError, decode, encode
 from events.envelope import CloudEvent
 from events.orders import OrderPlaced
@@ -54,7 +55,6 @@ from pipeline.transactional import (
     KafkaRangeReader,
     Record,
     dead_letter,
-    derive,
     failed,
 )
 from projections.catchup import unsent
@@ -169,7 +169,7 @@ class Replay:
         except Exception as exc:
             self._derived([failed(inc.record, exc, orders.CONSUMER)])
             return
-        self._derived(orders.events_of(inc, outputs, orders.CONSUMER))
+        self._derived(orders.events_of(inc, self.orders[oid], outputs, orders.CONSUMER))
 
     def deadline(self, event_id: str, policy: Policy) -> None:
         oid, instant, n = orders.parse_clock_event_id(event_id)
@@ -177,8 +177,8 @@ class Replay:
                                                             instant, policy)
         if fired != n:
             self.problems.append(f"deadline {event_id} was firing {n}, reference {fired}")
-        cause = orders.deadline_cause(oid, instant, n)
-        self._derived(derive(cause, orders.messages_of(outputs), orders.CONSUMER))
+        self._derived(orders.fired_events(self.orders[oid], instant, n, outputs,
+                                          orders.CONSUMER))
 
     def refused(self, letter: CloudEvent) -> None:
         self._derived([letter])

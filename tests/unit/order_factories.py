@@ -8,9 +8,11 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from agents.core.order_rules import decide, due
-from agents.core.orders import Order, Output, Policy, Refused, status_of
+from agents.core.order_status import reason_of, status_of
+from agents.core.orders import Order, Output, Policy, Refused
 from events.allocation import LineAllocated, LineBackordered, LineReleased
 from events.base import Message
+from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
     DeliveryConfirmed,
     LineQuantity,
@@ -18,6 +20,7 @@ from events.orders import (
     OrderLine,
     OrderPlaced,
     PaymentConfirmed,
+    ReturnReason,
     ReturnRequested,
 )
 from events.suppliers import (
@@ -44,19 +47,21 @@ def eur(amount: str) -> Money:
     return Money(amount=Decimal(amount), currency="EUR")
 
 
-def placed(*lines: tuple[str, str, int, str]) -> OrderPlaced:
+def placed(*lines: tuple[str, str, int, str], shipping: str | None = None,
+           tax: str | None = None, discount: str | None = None) -> OrderPlaced:
     lines = lines or (("1", "SKU-1", 2, "10.00"),)
     return OrderPlaced(
         order_id=ORDER, shop_id="acme", customer_ref="c1",
         ship_to=Address(name="Ada", line1="1 Rd", city="Lyon", country="FR"), currency="EUR",
         lines=tuple(OrderLine(line_id=i, sku=s, quantity=q, unit_price=eur(p))
                     for i, s, q, p in lines),
-        placed_at=T0)
+        shipping=eur(shipping) if shipping else None, tax=eur(tax) if tax else None,
+        discount=eur(discount) if discount else None, placed_at=T0)
 
 
-def paid(amount: str = "20.00", currency: str = "EUR") -> PaymentConfirmed:
+def paid(amount: str = "20.00", currency: str = "EUR", ref: str = "p1") -> PaymentConfirmed:
     return PaymentConfirmed(order_id=ORDER, amount=Money(amount=Decimal(amount), currency=currency),
-                            payment_ref="p1", paid_at=at(1))
+                            payment_ref=ref, paid_at=at(1))
 
 
 def allocated(supplier: str, qty: int, line: str = "1", sku: str = "SKU-1", after: int = 0,
@@ -103,15 +108,41 @@ def confirmed() -> DeliveryConfirmed:
     return DeliveryConfirmed(order_id=ORDER, confirmed_at=T0)
 
 
-def cancelled() -> OrderCancelled:
-    return OrderCancelled(order_id=ORDER, reason="changed mind", cancelled_at=T0)
+def cancelled(**units: int) -> OrderCancelled:
+    """The whole order, or ``line id=units`` of lines (``cancelled(**{"1": 2})``)."""
+    return OrderCancelled(order_id=ORDER, reason="changed mind", cancelled_at=T0,
+                          lines=tuple(LineQuantity(line_id=k, quantity=v)
+                                      for k, v in units.items()))
 
 
-def return_requested(rma: str, qty: int = 1, line: str = "1",
-                     when: datetime | None = None) -> ReturnRequested:
+def return_requested(rma: str, qty: int = 1, line: str = "1", when: datetime | None = None,
+                     code: ReturnReason = "changed_mind") -> ReturnRequested:
     return ReturnRequested(order_id=ORDER, rma_id=rma,
                            lines=(LineQuantity(line_id=line, quantity=qty),), reason="too small",
-                           requested_at=when or at(60 * 24))
+                           reason_code=code, requested_at=when or at(60 * 24))
+
+
+OPERATOR = "ops/alice"
+
+
+def release_payment() -> ReleasePayment:
+    return ReleasePayment(order_id=ORDER, reason="customer paid by bank transfer",
+                          requested_at=T0)
+
+
+def ops_cancel(**units: int) -> CancelOrder:
+    return CancelOrder(order_id=ORDER, reason="giving up", requested_at=T0,
+                       lines=tuple(LineQuantity(line_id=k, quantity=v) for k, v in units.items()))
+
+
+def reroute(line: str, supplier: str) -> RerouteLine:
+    return RerouteLine(order_id=ORDER, line_id=line, supplier_id=supplier,
+                       reason="has stock, phoned", requested_at=T0)
+
+
+def close_return(rma: str, refund: bool) -> CloseReturn:
+    return CloseReturn(order_id=ORDER, rma_id=rma, refund=refund, reason="parcel lost",
+                       requested_at=T0)
 
 
 def return_received(rma: str, supplier: str, qty: int = 1, line: str = "1",
@@ -132,7 +163,8 @@ class Flow:
 
     def do(self, *messages: Message, minute: float = 0) -> Flow:
         for message in messages:
-            self.order, self.last = decide(self.order, message, at(minute), POLICY)
+            sender = OPERATOR if message.SOURCE_KIND == "ops" else None
+            self.order, self.last = decide(self.order, message, at(minute), POLICY, sender)
             self.outputs += self.last
         return self
 
@@ -144,6 +176,11 @@ class Flow:
     @property
     def status(self) -> str:
         return status_of(self.order)
+
+    @property
+    def reason(self) -> str | None:
+        """The reason the order's status shows now."""
+        return reason_of(self.order)
 
     def sent(self, kind: type[M], last: bool = False) -> list[M]:
         return [o for o in (self.last if last else self.outputs) if isinstance(o, kind)]

@@ -1,0 +1,126 @@
+"""What shops see of an order: its status, the reason shown with it, its ledger, and
+the snapshot (``OrderStatusChanged``) published when any of it changes (pure).
+
+Who calls it: the order rules, at the end of every step, and checkers. The status
+is derived from the state (first rule that applies wins, see
+``docs/order-lifecycle.md``, "States"), never set by a transition.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from agents.core import money
+from agents.core.orders import ZERO, Line, Order
+from events.fulfillment import (
+    MAX_SUPPLIERS,
+    MAX_TRACKING_NUMBERS,
+    Ledger,
+    LineStatus,
+    OrderStatus,
+    OrderStatusChanged,
+    SupplierUnits,
+)
+from events.types import Money
+
+
+def status_of(order: Order) -> OrderStatus:
+    """The status shops see, derived from the state (first rule that applies wins)."""
+    lines = [ln for ln in order.lines.values() if ln.wanted > 0]
+    if order.cancelled or (order.lines and not lines):
+        return "cancelled"
+    if any(r.open for r in order.returns.values()):
+        return "return_requested"
+    if lines and all(ln.delivered >= ln.wanted for ln in lines):
+        return _after_delivery(order)
+    if any(ln.shipped for ln in lines):
+        return "dispatched" if all(ln.shipped >= ln.wanted for ln in lines) \
+            else "partially_dispatched"
+    if order.held_for_ops or any(ln.held for ln in lines):
+        return "held_for_ops"
+    if order.short:
+        return "payment_held"
+    return _before_dispatch(order, lines)
+
+
+def _after_delivery(order: Order) -> OrderStatus:
+    if order.refunded and order.credited():
+        kept = any(ln.credited_goods < ln.quantity for ln in order.lines.values())
+        return "partially_refunded" if kept else "refunded"
+    return "delivered"
+
+
+def _before_dispatch(order: Order, lines: list[Line]) -> OrderStatus:
+    allocated = bool(lines) and all(ln.allocated >= ln.wanted for ln in lines)
+    if not order.paid_at:
+        return "backordered" if any(ln.waiting for ln in lines) else \
+            "allocated" if allocated else "placed"
+    if any(so.live for so in order.supplier_orders.values()):
+        return "sent_to_supplier"
+    if any(ln.waiting for ln in lines):
+        return "backordered"
+    if order.supplier_orders:  # sent once, being re-routed: never back to "paid"
+        return "sent_to_supplier"
+    return "allocated" if allocated else "paid"
+
+
+def reason_of(order: Order) -> str | None:
+    """The reason shown with the status: the current step's, else why it is held."""
+    if order.note is not None:
+        return order.note
+    status = status_of(order)
+    if status == "held_for_ops":
+        return order.hold_reason or next(
+            (f"line {ln.line_id} held for ops after {ln.reroutes} re-routes"
+             for ln in order.lines.values() if ln.held), None)
+    if status == "payment_held":
+        return (f"paid {order.paid() - order.refunded} of {order.due()} {order.currency}; "
+                f"waiting for the balance")
+    return None
+
+
+def ledger_of(order: Order) -> Ledger:
+    """The order's money, each amount with its currency's decimals."""
+    paid, refunded, due = order.paid(), order.refunded, order.due()
+    amounts = {"subtotal": order.subtotal, "shipping": order.shipping, "tax": order.tax,
+               "discount": order.discount, "total": order.total(), "credited": order.credited(),
+               "written_off": order.written_off, "due": due, "paid": paid, "refunded": refunded,
+               "outstanding": max(ZERO, due - (paid - refunded))}
+    return Ledger(currency=order.currency, **{
+        k: money.major(money.minor(v, order.currency), order.currency)
+        for k, v in amounts.items()})
+
+
+def line_status(order: Order, ln: Line) -> LineStatus:
+    cur = order.currency
+    credited = money.major(
+        money.portion(money.minor(ln.goods, cur), ln.quantity, ln.credited_goods)
+        + money.portion(money.minor(ln.shipping, cur), ln.quantity, ln.credited_shipping), cur)
+    held = {s: ln.holding(s) for s in sorted(ln.reserved)}
+    return LineStatus(
+        line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, allocated=ln.allocated,
+        backordered=ln.waiting, shipped=ln.shipped, delivered=ln.delivered,
+        returned=ln.returned, cancelled=ln.cancelled,
+        suppliers=tuple(s for s, q in held.items() if q)[:MAX_SUPPLIERS],
+        allocations=tuple(SupplierUnits(supplier_id=s, quantity=q)
+                          for s, q in held.items() if q)[:MAX_SUPPLIERS],
+        reroutes=ln.reroutes, held_for_ops=ln.held, value=ln.goods + ln.shipping,
+        credited=credited)
+
+
+def status_event(order: Order, now: datetime) -> OrderStatusChanged:
+    """The snapshot shops receive: status, reason, every line, suppliers, tracking
+    numbers, the ship-to address and the ledger."""
+    live = [so for so in order.supplier_orders.values() if so.live]
+    return OrderStatusChanged(
+        order_id=order.order_id, shop_id=order.shop_id, version=order.version + 1,
+        status=status_of(order), previous_status=order.last_status, reason=reason_of(order),
+        lines=tuple(line_status(order, ln) for ln in order.lines.values()),
+        suppliers=tuple(sorted({so.supplier_id for so in live}))[:MAX_SUPPLIERS],
+        tracking_numbers=tuple(  # the latest ones, if there are ever more than fit
+            s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:],
+        total=Money(amount=order.total(), currency=order.currency) if order.currency else None,
+        placed_at=order.placed_at, paid_at=order.paid_at, customer_ref=order.customer_ref,
+        ship_to=order.ship_to, ledger=ledger_of(order) if order.currency else None,
+        changed_at=now,
+    )
