@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from pipeline import ops_levers
 from pipeline.devstack import StackError
 from pipeline.ops_cli import ops_app, order_app, projections_app
 from pipeline.settings import Settings, SettingsError, load_settings
@@ -29,6 +30,7 @@ db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
 app.add_typer(order_app, name="order")
+ops_levers.register(ops_app)
 app.add_typer(ops_app, name="ops")
 app.add_typer(projections_app, name="projections")
 

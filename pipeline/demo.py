@@ -67,6 +67,15 @@ class DemoOptions:
 PAYMENT_WINDOW = timedelta(hours=6)
 DEMO_ENV = {"DROPSHIP_PAYMENT_WINDOW_MINUTES": f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
             "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": "720", "DROPSHIP_DEADLINE_CHECK_S": "0.25"}
+#: Real seconds a supplier's answer may spend in transit (the pipeline's and the
+#: simulator's latency) before its deadline fails it over: simulated minutes at the
+#: demo's speed (``DROPSHIP_SLA_GRACE_MINUTES``).
+TRANSIT_S = 5.0
+
+
+def demo_env(speed: float) -> dict[str, str]:
+    """The demo worker's settings at ``speed`` simulated seconds per real second."""
+    return {**DEMO_ENV, "DROPSHIP_SLA_GRACE_MINUTES": f"{TRANSIT_S * speed / 60:g}"}
 
 
 @dataclass
@@ -90,6 +99,10 @@ class Outcome:
             found.append(f"{self.tally.orders} orders placed but {self.summary['orders']} known")
         if self.missing_dead_letters:
             found.append(f"{len(self.missing_dead_letters)} malformed messages not dead-lettered")
+        for name, rows in (("money", self.verdict.money), ("timing", self.verdict.timing)):
+            if rows:
+                first = ", ".join(f"{r['order_id']}: {r['problem']}" for r in rows[:3])
+                found.append(f"{len(rows)} {name} problems ({first})")
         return found
 
 
@@ -221,7 +234,8 @@ def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
         asyncio.run(ensure_topics(live))
         console.print("database migrated, topics created")
         set_file_time(clock_file, datetime.now(UTC))  # the worker reads it from the start
-        worker = spawn_worker({**stack.env(), **DEMO_ENV, "DROPSHIP_APP_ID": live.app_id,
+        worker = spawn_worker({**stack.env(), **demo_env(options.speed),
+                               "DROPSHIP_APP_ID": live.app_id,
                                "DROPSHIP_CLOCK_FILE": str(clock_file)},
                               stack.state_dir / "worker.log")
         console.print(f"worker started (pid {worker.pid}, log {stack.state_dir}/worker.log); "
@@ -239,7 +253,9 @@ def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
         if not out.problems:
             console.print("[bold green]invariants held[/]: no oversell, every order finished or "
                           "waiting for a stated reason, nothing lost, every malformed message "
-                          "dead-lettered")
+                          "dead-lettered, refunded <= paid and every cancelled order refunded, "
+                          "no supplier order before payment, no failover of a supplier that "
+                          "accepted in time")
         return not out.problems
     finally:
         if worker is not None:

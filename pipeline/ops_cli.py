@@ -37,8 +37,9 @@ from projections import queries
 from projections.catchup import lag_rows
 from projections.rebuild import NAMES, count_events, rebuild
 
-ops_app = typer.Typer(help="What ops ask: stuck orders, backorders, suppliers, dead letters, "
-                           "lag.", no_args_is_help=True)
+ops_app = typer.Typer(help="What ops ask (stuck orders, backorders, suppliers, dead letters, "
+                           "lag) and what they do (release a payment, cancel, re-route, "
+                           "close a return: commands through Kafka).", no_args_is_help=True)
 order_app = typer.Typer(help="One order, as the read models show it.", no_args_is_help=True)
 projections_app = typer.Typer(help="The read models in Postgres.", no_args_is_help=True)
 
@@ -82,7 +83,9 @@ def order_show(order_id: str, as_json: JsonOpt = False) -> None:
     """Status, lines, suppliers, tracking and the timeline of one order."""
     view = _with_engine(lambda e: queries.order_view(e, order_id))
     if view is None:
-        fail(f"order {order_id!r} is unknown to the read models")
+        waiting = _with_engine(lambda e: queries.mentions(e, order_id))
+        fail(f"order {order_id!r} is unknown to the read models"
+             + (f" ({waiting} event(s) name it; none placed it validly)" if waiting else ""))
 
     def render() -> None:
         for part in order_parts(order_id, view):

@@ -62,15 +62,18 @@ def order_parts(order_id: str, view: dict[str, Any], *,
     ``compact`` keeps the timeline's time and summary only."""
     parts: list[RenderableType] = []
     o = view["order"] or {}
+    cur = cell(o.get("currency"))
     parts.append(f"[bold]{order_id}[/] shop {cell(o.get('shop_id'))}: "
                  f"[bold]{cell(o.get('status'))}[/] since {cell(o.get('status_since'))}"
-                 f"  total {cell(o.get('total'))} {cell(o.get('currency'))}")
+                 f"  total {cell(o.get('total'))} {cur}")
+    parts.append(f"customer {cell(o.get('customer_ref'))}   ship to {address(o.get('ship_to'))}")
     parts.append(f"suppliers: {cell(o.get('suppliers'))}   tracking: "
                  f"{cell(o.get('tracking_numbers'))}   last reason: "
                  f"{cell(o.get('last_reason'))}")
+    parts.append(table(f"money ({cur})", [o], LEDGER))
     parts.append(table("lines", view["lines"], (
-        "line_id", "sku", "quantity", "allocations", "backordered", "shipped", "delivered",
-        "returned", "reroutes")))
+        "line_id", "sku", "quantity", "cancelled", "allocations", "backordered", "shipped",
+        "delivered", "returned", "reroutes", "value", "credited")))
     parts.append(table("supplier orders", view["supplier_orders"], (
         "supplier_order_id", "supplier_id", "units", "requested_at", "accepted_at",
         "rejected_at", "cancel_cause", "dispatched_at")))
@@ -80,7 +83,23 @@ def order_parts(order_id: str, view: dict[str, Any], *,
             "dispatched_at", "delivered_at")))
     if view["returns"]:
         parts.append(table("returns", view["returns"], (
-            "rma_id", "state", "authorized_by", "refund_amount", "refund_currency")))
+            "rma_id", "state", "lines", "authorized_by", "received_by", "refunded_at")))
+    if view.get("refunds"):
+        parts.append(table("refunds", view["refunds"], (
+            "issued_at", "cause", "amount", "currency", "rma_id", "payment_ref", "reason")))
     parts.append(table("timeline", view["timeline"], ("time", "summary") if compact
                        else ("time", "source", "summary", "refused")))
     return parts
+
+
+#: The ledger columns ``order show`` prints, in reading order.
+LEDGER = ("subtotal", "shipping", "tax", "discount", "total", "credited", "written_off", "due",
+          "paid", "refunded", "outstanding")
+
+
+def address(value: dict[str, Any] | None) -> str:
+    """A ship-to address on one line."""
+    if not value:
+        return "-"
+    keys = ("name", "line1", "line2", "postal_code", "city", "region", "country")
+    return ", ".join(str(value[k]) for k in keys if value.get(k))

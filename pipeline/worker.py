@@ -22,6 +22,7 @@ from pipeline.kafka import ensure_topics
 from pipeline.settings import Settings
 from pipeline.shutdown import StopDeadline
 from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor
+from projections import clock as pipeline_clock
 from projections import projector
 from projections.metrics import register_metrics
 from projections.projector import ProjectorHandler
@@ -63,6 +64,7 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
                                           lambda: clock.now(settings))
         orders.register_deadlines(app, deadlines, processors["orders"][1],
                                   settings.deadline_check_s)
+    register_clock(app, engine, settings)
     register_metrics(app, engine, {n: processors[n] for n in only})
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **kw: Any) -> None:
@@ -75,6 +77,18 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
 
     app.on_partitions_assigned.connect(on_assigned)
     return app
+
+
+def register_clock(app: Any, engine: Any, settings: Settings) -> None:
+    """Write the worker's clock for the ops views at each deadline check."""
+
+    async def record_clock() -> None:
+        try:
+            await pipeline_clock.record(engine, clock.now(settings))
+        except Exception:
+            logging.getLogger("dropship").exception("writing the pipeline clock failed")
+
+    app.timer(settings.deadline_check_s, name="pipeline.clock")(record_clock)
 
 
 def log_assignment(tps: list[tuple[str, int]]) -> None:

@@ -6,11 +6,17 @@ with ``prefix``:
 1. **oversell**: every (supplier, sku) whose reserved units exceed the stock it
    reported (or whose remaining budget is negative);
 2. **unexplained orders**: every order neither finished (delivered, cancelled,
-   returned, refunded) nor in an explained waiting state: awaiting payment
-   inside its window, waiting for stock, held with a reason, waiting for a
-   supplier before its deadline, in transit, a return in progress, or changed
-   within ``grace``. Deadlines are compared with ``now``, the pipeline's clock
-   (the demo's is simulated), allowing ``grace`` for the pipeline to act.
+   returned, partially or fully refunded) nor in an explained waiting state:
+   awaiting payment inside its window, waiting for stock, held with a reason,
+   waiting for a supplier before its deadline, in transit, a return in progress,
+   or changed within ``grace``. Deadlines are compared with ``now``, the
+   pipeline's clock (the demo's is simulated), allowing ``grace`` for the
+   pipeline to act;
+3. **money**: every order that refunded more than it was paid, every cancelled
+   order whose payments were not all refunded, and every finished order whose
+   paid - refunded is not what its ledger says is due;
+4. **time**: every supplier order sent before its order was paid, and every
+   acknowledge-SLA failover of a supplier that had accepted before its deadline.
 It only reads; a database error propagates.
 """
 
@@ -26,12 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from projections.queries import like
 
-TERMINAL = ("delivered", "cancelled", "returned", "refunded")
+TERMINAL = ("delivered", "cancelled", "returned", "partially_refunded", "refunded")
 
 WAITING = text("""
 SELECT o.order_id, o.status, o.last_reason,
   CASE
-    WHEN o.status IN ('delivered', 'cancelled', 'returned', 'refunded') THEN 'finished'
+    WHEN o.status IN ('delivered', 'cancelled', 'returned', 'partially_refunded', 'refunded')
+      THEN 'finished'
     WHEN o.status IN ('payment_held', 'held_for_ops') AND o.last_reason IS NOT NULL
       THEN 'held for ops'
     WHEN o.paid_at IS NULL AND o.placed_at + :window > :now - :grace THEN 'awaiting payment'
@@ -53,6 +60,28 @@ SELECT o.order_id, o.status, o.last_reason,
 """).bindparams(bindparam("now", type_=DateTime(timezone=True)),
                 bindparam("window", type_=Interval), bindparam("grace", type_=Interval))
 
+MONEY = text("""
+SELECT order_id, status, paid, refunded, due,
+       CASE WHEN refunded > paid THEN 'refunded more than paid'
+            WHEN status = 'cancelled' AND refunded <> paid THEN 'cancelled, not all refunded'
+            ELSE 'paid - refunded is not what is due' END AS problem
+  FROM read.order_status
+ WHERE order_id LIKE :prefix AND paid IS NOT NULL AND (
+       refunded > paid OR (status = 'cancelled' AND refunded <> paid)
+    OR (status IN ('delivered', 'partially_refunded', 'refunded') AND written_off = 0
+        AND paid - refunded <> due))
+""")
+
+TIMING = text("""
+SELECT s.order_id, s.supplier_id, s.supplier_order_id,
+       CASE WHEN s.requested_at < o.paid_at THEN 'sent before the order was paid'
+            ELSE 'failed over for not accepting, though it accepted in time' END AS problem
+  FROM read.supplier_orders s JOIN read.order_status o ON o.order_id = s.order_id
+ WHERE s.order_id LIKE :prefix AND (
+       s.requested_at < o.paid_at
+    OR (s.cancel_cause = 'acknowledge_sla_missed' AND s.accepted_at <= s.acknowledge_by))
+""")
+
 OVERSOLD = text("""
 SELECT supplier_id, sku, reported_available, reserved, remaining
   FROM read.supplier_stock
@@ -68,21 +97,27 @@ class Verdict:
     waiting: Counter[str] = field(default_factory=Counter)  # explanation -> orders
     unexplained: list[dict[str, Any]] = field(default_factory=list)
     oversold: list[dict[str, Any]] = field(default_factory=list)
+    money: list[dict[str, Any]] = field(default_factory=list)
+    timing: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unexplained and not self.oversold
+        return not (self.unexplained or self.oversold or self.money or self.timing)
 
 
 async def check(engine: AsyncEngine, prefix: str, now: datetime, *,
                 payment_window: timedelta, grace: timedelta) -> Verdict:
-    """Steps 1-2 of the module docstring."""
+    """Steps 1-4 of the module docstring."""
     pattern = like(prefix)
     async with engine.connect() as conn:
         rows = [dict(r._mapping) for r in await conn.execute(WAITING, {
             "prefix": pattern, "now": now, "window": payment_window, "grace": grace})]
-        oversold = [dict(r._mapping) for r in await conn.execute(OVERSOLD, {"prefix": pattern})]
+
+        async def found(query: Any) -> list[dict[str, Any]]:
+            return [dict(r._mapping) for r in await conn.execute(query, {"prefix": pattern})]
+
+        oversold, money, timing = await found(OVERSOLD), await found(MONEY), await found(TIMING)
     return Verdict(orders=len(rows),
                    waiting=Counter(r["waiting"] for r in rows if r["waiting"]),
                    unexplained=[r for r in rows if r["waiting"] is None],
-                   oversold=oversold)
+                   oversold=oversold, money=money, timing=timing)

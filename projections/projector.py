@@ -32,6 +32,7 @@ from events.envelope import CloudEvent
 from events.topics import (
     DECISIONS,
     DLQ,
+    OPS_COMMANDS,
     ORDER_STATUS,
     SHOP_ORDERS,
     STOCK,
@@ -49,10 +50,10 @@ from projections.tables import ReadTables, read_tables
 log = logging.getLogger(__name__)
 
 CONSUMER = "projector"
-#: Everything shops and suppliers write (kept in ``event_log``) and every topic
+#: Everything shops, suppliers and ops write (kept in ``event_log``) and every topic
 #: our agents write that a read model is built from.
-TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_CATALOG, DECISIONS, SUPPLIER_ORDERS,
-          ORDER_STATUS, STOCK, DLQ)
+TOPICS = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_CATALOG, OPS_COMMANDS, DECISIONS,
+          SUPPLIER_ORDERS, ORDER_STATUS, STOCK, DLQ)
 #: Topics no other agent of ours consumes: the projector dead-letters what it cannot read.
 OWNED = (SUPPLIER_ORDERS, ORDER_STATUS, STOCK, DLQ)
 #: Advisory lock shared by projector batches, taken exclusively by a rebuild's swap.

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.fulfillment import FAILOVER_CAUSES
@@ -31,12 +31,12 @@ def _rows(result: Any) -> list[Row]:
 
 
 async def order_view(engine: AsyncEngine, order_id: str) -> Row | None:
-    """Everything ops know of one order, or None if the read models have never seen it."""
+    """Everything ops know of one order, or None if no valid placement of it was seen
+    (events about an order that never validly existed do not make it known)."""
     async with engine.connect() as conn:
         order = (await conn.execute(select(T.order_status)
                                     .where(T.order_status.c.order_id == order_id))).first()
-        timeline = _rows(await conn.execute(TIMELINE, {"o": order_id}))
-        if order is None and not timeline:
+        if order is None:
             return None
 
         async def of(table: Any, *order_by: Any) -> list[Row]:
@@ -44,27 +44,47 @@ async def order_view(engine: AsyncEngine, order_id: str) -> Row | None:
                 select(table).where(table.c.order_id == order_id).order_by(*order_by)))
 
         return {
-            "order": dict(order._mapping) if order is not None else None,
+            "order": dict(order._mapping),
             "lines": await of(T.order_lines, T.order_lines.c.line_id),
             "supplier_orders": await of(T.supplier_orders, T.supplier_orders.c.requested_at),
             "shipments": await of(T.shipments, T.shipments.c.dispatched_at),
             "returns": await of(T.returns, T.returns.c.requested_at),
-            "timeline": timeline,
+            "refunds": await of(T.refunds, T.refunds.c.issued_at, T.refunds.c.refund_id),
+            "timeline": _rows(await conn.execute(TIMELINE, {"o": order_id})),
         }
 
 
-#: In time order; at equal times (derived events take their cause's time) what a
-#: shop or supplier sent comes before what the pipeline derived from it. An entry
-#: an agent refused carries the dead letter's reason.
+async def mentions(engine: AsyncEngine, order_id: str) -> int:
+    """How many events in the timeline name ``order_id`` (known or not)."""
+    async with engine.connect() as conn:
+        n = await conn.scalar(select(func.count()).select_from(T.order_timeline)
+                              .where(T.order_timeline.c.order_id == order_id))
+    return int(n or 0)
+
+
+#: In causal order. The order agent numbers its steps (each event it applies, each deadline
+#: firing) and stamps what a step derives with ``<step>.<n>`` and its cause. An event the
+#: order applied takes the step, and the time, in which it caused something; an allocation
+#: decision that caused nothing keeps the place of the command it answered (right after
+#: the step that asked); other events go by their own time, before what the pipeline
+#: derived at the same time. An entry an agent refused carries the dead letter's reason.
+#: ``time`` is when it happened to the order (its clock), ``sent_at`` its sender's time.
 TIMELINE = text(f"""
-SELECT t.time, t.event_type AS type, t.source, t.summary, t.event_id,
-       t.topic, t.partition, t."offset", d.error AS refused
-  FROM read.order_timeline t
-  LEFT JOIN read.dead_letters d ON d.source_topic = t.topic
-       AND d.source_partition = t.partition AND d.source_offset = t."offset"
- WHERE t.order_id = :o
- ORDER BY t.time, t.topic NOT IN ({", ".join(f"'{t}'" for t in INPUT_TOPICS)}),
-          t.topic, t.partition, t."offset"
+WITH t AS (SELECT * FROM read.order_timeline WHERE order_id = :o),
+     caused AS (SELECT cause, min(seq) AS seq, min(time) AS time
+                  FROM t WHERE cause IS NOT NULL GROUP BY cause),
+     placed AS (
+       SELECT t.*, COALESCE(c.time, t.time) AS at, COALESCE(c.seq, t.seq) AS step,
+              CASE WHEN c.seq IS NOT NULL THEN 0 ELSE t.sub END AS part
+         FROM t LEFT JOIN caused c ON c.cause = t.source || '/' || t.event_id)
+SELECT p.at AS time, p.time AS sent_at, p.event_type AS type, p.source, p.summary,
+       p.event_id, p.topic, p.partition, p."offset", p.step, d.error AS refused
+  FROM placed p
+  LEFT JOIN read.dead_letters d ON d.source_topic = p.topic
+       AND d.source_partition = p.partition AND d.source_offset = p."offset"
+ ORDER BY p.at, p.step NULLS FIRST, p.part NULLS FIRST,
+          p.topic NOT IN ({", ".join(f"'{t}'" for t in INPUT_TOPICS)}),
+          p.topic, p.partition, p."offset"
 """)
 
 

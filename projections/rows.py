@@ -15,17 +15,25 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from events.allocation import LineAllocated, LineBackordered, LineReleased, SupplierStockChanged
+from events.allocation import (
+    BackorderDropped,
+    LineAllocated,
+    LineBackordered,
+    LineReleased,
+    SupplierStockChanged,
+)
 from events.base import Message
 from events.deadletter import DeadLetter
-from events.envelope import CloudEvent
+from events.envelope import CloudEvent, parse_sequence
 from events.fulfillment import (
     OrderStatusChanged,
     RefundIssued,
+    RefundIssuedV1,
     ReturnAuthorized,
     SupplierOrderCancelled,
     SupplierOrderRequested,
 )
+from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
     DeliveryConfirmed,
     OrderCancelled,
@@ -40,6 +48,7 @@ from events.suppliers import (
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
+from projections.tables import LEDGER_COLUMNS
 
 Row = dict[str, Any]
 Contribution = tuple[str, Row]  # (read model name, row)
@@ -47,10 +56,13 @@ Contribution = tuple[str, Row]  # (read model name, row)
 #: Statuses at or past "every unit reserved" / "something shipped".
 ALLOCATED_OR_LATER = frozenset({
     "allocated", "sent_to_supplier", "partially_dispatched", "dispatched", "delivered",
-    "return_requested", "returned", "refunded"})
+    "return_requested", "returned", "partially_refunded", "refunded"})
 DISPATCHED_OR_LATER = frozenset({
     "partially_dispatched", "dispatched", "delivered", "return_requested", "returned",
-    "refunded"})
+    "partially_refunded", "refunded"})
+#: Whose ``sequence`` / ``causationid`` extensions order the timeline: the order agent's,
+#: and the allocation agent's decisions, which keep the place of the command they answer.
+SEQUENCED_SOURCES = ("dropship/orders", "dropship/allocation")
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,9 @@ def _status(m: OrderStatusChanged) -> list[Contribution]:
         "delivered_at": _if(m.status == "delivered", at),
         "cancelled_at": _if(m.status == "cancelled", at),
         "updated_at": at,
+        "customer_ref": m.customer_ref,
+        "ship_to": m.ship_to.model_dump(mode="json", exclude_none=True) if m.ship_to else None,
+        **{name: getattr(m.ledger, name) if m.ledger else None for name in LEDGER_COLUMNS},
     }
     lines = [("order_lines", {
         "order_id": m.order_id, "line_id": ln.line_id, "version": m.version, "sku": ln.sku,
@@ -90,7 +105,8 @@ def _status(m: OrderStatusChanged) -> list[Contribution]:
         "suppliers": list(ln.suppliers), "backordered": ln.backordered,
         "backordered_since": _if(ln.backordered > 0, at), "shipped": ln.shipped,
         "delivered": ln.delivered, "returned": ln.returned, "reroutes": ln.reroutes,
-        "held_for_ops": ln.held_for_ops,
+        "held_for_ops": ln.held_for_ops, "cancelled": ln.cancelled, "value": ln.value,
+        "credited": ln.credited,
     }) for ln in m.lines]
     return [("order_status", order), *lines]
 
@@ -143,8 +159,22 @@ def _return(m: Any, **known: Any) -> list[Contribution]:
 
 
 RETURN_COLUMNS = ("order_id", "rma_id", "reason", "lines", "requested_at", "authorized_at",
-                  "authorized_by", "received_at", "received_by", "refund_amount",
-                  "refund_currency", "refunded_at")
+                  "authorized_by", "received_at", "received_by", "refunded_at")
+
+
+def _refund(m: RefundIssued | RefundIssuedV1, event: CloudEvent) -> list[Contribution]:
+    row: Row = {"order_id": m.order_id, "refund_id": event.id, "shop_id": m.shop_id,
+                "cause": "return", "amount": m.amount.amount, "currency": m.amount.currency,
+                "lines": None, "rma_id": m.rma_id, "payment_ref": None, "reason": None,
+                "issued_at": m.issued_at}
+    if isinstance(m, RefundIssued):
+        row.update(refund_id=m.refund_id, cause=m.cause,
+                   lines=[ln.model_dump(mode="json") for ln in m.lines],
+                   payment_ref=m.payment_ref, reason=m.reason)
+    out: list[Contribution] = [("refunds", row)]
+    if m.rma_id is not None:
+        out += _return(m, refunded_at=m.issued_at)
+    return out
 
 
 def _stock(m: SupplierStockChanged) -> list[Contribution]:
@@ -168,9 +198,8 @@ Builder = Callable[[Any, CloudEvent], list[Contribution]]
 
 BUILDERS: dict[type[Message], Builder] = {
     OrderStatusChanged: lambda m, e: _status(m),
-    RefundIssued: lambda m, e: _return(m, refund_amount=m.amount.amount,
-                                       refund_currency=m.amount.currency,
-                                       refunded_at=m.issued_at),
+    RefundIssued: _refund,
+    RefundIssuedV1: _refund,
     ReturnRequested: lambda m, e: _return(m, reason=m.reason,
                                           lines={ln.line_id: ln.quantity for ln in m.lines},
                                           requested_at=m.requested_at),
@@ -198,23 +227,41 @@ def summary(m: Message) -> str:
             return f"placed: {len(m.lines)} line(s), {m.total().amount} {m.currency}, " \
                    f"ship to {m.ship_to.country}"
         case PaymentConfirmed():
-            return f"payment confirmed: {m.amount.amount} {m.amount.currency}"
+            return f"payment {m.payment_ref} confirmed: {m.amount.amount} {m.amount.currency}"
         case OrderCancelled():
-            return f"cancellation requested: {m.reason}"
+            what = f" of {_units(m.lines)} unit(s)" if m.lines else ""
+            return f"cancellation{what} requested: {m.reason}"
+        case ReleasePayment():
+            return f"ops: release the held payment ({m.reason})"
+        case CancelOrder():
+            what = f" {_units(m.lines)} unit(s) of" if m.lines else ""
+            return f"ops: cancel{what} the order ({m.reason})"
+        case RerouteLine():
+            return f"ops: re-route line {m.line_id} to {m.supplier_id} ({m.reason})"
+        case CloseReturn():
+            return f"ops: close return {m.rma_id} {'with' if m.refund else 'without'} " \
+                   f"refund ({m.reason})"
         case DeliveryConfirmed():
             return "customer confirmed delivery"
         case ReturnRequested():
-            return f"return {m.rma_id} requested: {_units(m.lines)} unit(s), {m.reason}"
+            return f"return {m.rma_id} requested: {_units(m.lines)} unit(s), " \
+                   f"{m.reason_code}: {m.reason}"
         case LineAllocated():
             return f"line {m.line_id}: {m.quantity} x {m.sku} reserved at {m.supplier_id}"
         case LineBackordered():
             return f"line {m.line_id}: {m.quantity} x {m.sku} backordered ({m.reason})"
         case LineReleased():
             return f"line {m.line_id}: {m.quantity} x {m.sku} released at {m.supplier_id}"
+        case BackorderDropped():
+            return f"line {m.line_id}: {m.quantity} backordered x {m.sku} dropped"
         case OrderStatusChanged():
             reason = f" ({m.reason})" if m.reason else ""
+            if m.previous_status == m.status:
+                return f"status {m.status}, updated{reason}"
             return f"status {m.previous_status or '-'} -> {m.status}{reason}"
         case RefundIssued():
+            return f"refund ({m.cause}): {m.amount.amount} {m.amount.currency}"
+        case RefundIssuedV1():
             return f"refund for {m.rma_id}: {m.amount.amount} {m.amount.currency}"
         case SupplierOrderRequested():
             return f"supplier order {m.supplier_order_id} sent to {m.supplier_id}: " \
@@ -248,10 +295,13 @@ def rows_of(event: CloudEvent, at: Position) -> list[Contribution]:
     out: list[Contribution] = []
     order_id = getattr(data, "order_id", None)
     if isinstance(order_id, str) and not isinstance(data, DeadLetter):
+        sequenced = event.source in SEQUENCED_SOURCES and event.sequence is not None
+        seq, sub = parse_sequence(event.sequence) if sequenced and event.sequence else (None, None)
         out.append(("order_timeline", {
             "topic": at.topic, "partition": at.partition, "offset": at.offset,
             "order_id": order_id, "event_id": event.id, "source": event.source,
-            "event_type": event.type, "time": event.time, "summary": summary(data)[:500]}))
+            "event_type": event.type, "time": event.time, "summary": summary(data)[:500],
+            "seq": seq, "sub": sub, "cause": event.causationid if sequenced else None}))
     builder = BUILDERS.get(type(data))
     if builder is not None:
         out.extend(builder(data, event))

@@ -31,7 +31,7 @@ EARLIEST = {
 }
 UNION = {"returns": ("authorized_by", "received_by")}
 SNAPSHOTS = ("order_status", "order_lines", "supplier_stock")
-INSERT_ONLY = ("order_timeline", "dead_letters")
+INSERT_ONLY = ("order_timeline", "refunds", "dead_letters")
 MILESTONES = ("allocated_at", "dispatched_at", "delivered_at", "cancelled_at")
 
 
@@ -71,7 +71,6 @@ def _snapshot(table: Table, stmt: Insert) -> Insert:
     if table.name == "order_status":
         set_["status_since"] = case((table.c.status == ex.status, table.c.status_since),
                                     else_=ex.status_since)
-        set_["last_reason"] = func.coalesce(ex.last_reason, table.c.last_reason)
         for col in MILESTONES:
             set_[col] = func.coalesce(table.c[col], ex[col])
     elif table.name == "order_lines":

@@ -13,7 +13,7 @@ Guards, so that a late or re-sent event never overwrites newer data:
 - every other column is "first report wins" (``COALESCE``), "earliest wins"
   (``LEAST``) or a set union, which give the same row whatever the order of
   arrival across topics;
-- ``order_timeline`` and ``dead_letters`` rows are written once per event.
+- ``order_timeline``, ``refunds`` and ``dead_letters`` rows are written once per event.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from functools import cache
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Computed,
     DateTime,
@@ -56,8 +57,12 @@ APP_PRIVILEGES = {
     "supplier_orders": "SELECT, INSERT, UPDATE",
     "supplier_stock": "SELECT, INSERT, UPDATE",
     "order_timeline": "SELECT, INSERT",
+    "refunds": "SELECT, INSERT",
     "dead_letters": "SELECT, INSERT, UPDATE",
 }
+#: The order's ledger columns of ``order_status`` (from the status snapshot's ``ledger``).
+LEDGER_COLUMNS = ("subtotal", "shipping", "tax", "discount", "credited", "written_off", "due",
+                  "paid", "refunded", "outstanding")
 
 RETURN_STATE = """CASE
     WHEN refunded_at IS NOT NULL THEN 'refunded'
@@ -87,13 +92,15 @@ class ReadTables:
     supplier_orders: Table
     supplier_stock: Table
     order_timeline: Table
+    refunds: Table
     dead_letters: Table
 
     def by_name(self) -> dict[str, Table]:
         """Projection name -> table, in dependency-free creation order."""
         return {t.name: t for t in (
             self.order_status, self.order_lines, self.shipments, self.returns,
-            self.supplier_orders, self.supplier_stock, self.order_timeline, self.dead_letters)}
+            self.supplier_orders, self.supplier_stock, self.order_timeline, self.refunds,
+            self.dead_letters)}
 
 
 def _order_tables(md: MetaData) -> tuple[Table, Table]:
@@ -112,6 +119,8 @@ def _order_tables(md: MetaData) -> tuple[Table, Table]:
         _ts("placed_at"), _ts("paid_at"), _ts("allocated_at"), _ts("dispatched_at"),
         _ts("delivered_at"), _ts("cancelled_at"),
         Column("updated_at", DateTime(timezone=True), nullable=False),
+        *(Column(name, Numeric) for name in LEDGER_COLUMNS),
+        Column("customer_ref", Text), Column("ship_to", JSONB(none_as_null=True)),
         Index("order_status_status_idx", "status", "status_since"),
         Index("order_status_shop_idx", "shop_id", "placed_at"),
     )
@@ -132,6 +141,8 @@ def _order_tables(md: MetaData) -> tuple[Table, Table]:
         Column("returned", Integer, nullable=False),
         Column("reroutes", Integer, nullable=False),
         Column("held_for_ops", Boolean, nullable=False),
+        Column("cancelled", Integer, nullable=False, server_default="0"),
+        Column("value", Numeric), Column("credited", Numeric),
         PrimaryKeyConstraint("order_id", "line_id", name="order_lines_pkey"),
         Index("order_lines_backordered_idx", "sku", postgresql_where=text("backordered > 0")),
     )
@@ -160,8 +171,7 @@ def _fulfillment_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Column("reason", Text),
         Column("lines", JSONB(none_as_null=True)),  # {line_id: units}, as requested
         _ts("requested_at"), _ts("authorized_at"), _texts("authorized_by"),
-        _ts("received_at"), _texts("received_by"),
-        Column("refund_amount", Numeric), Column("refund_currency", Text), _ts("refunded_at"),
+        _ts("received_at"), _texts("received_by"), _ts("refunded_at"),
         PrimaryKeyConstraint("order_id", "rma_id", name="returns_pkey"),
     )
     supplier_orders = Table(
@@ -178,6 +188,22 @@ def _fulfillment_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Index("supplier_orders_order_idx", "order_id"),
     )
     return shipments, returns, supplier_orders
+
+
+def _refunds(md: MetaData) -> Table:
+    return Table(
+        "refunds", md,
+        Column("order_id", Text, nullable=False),
+        Column("refund_id", Text, nullable=False),
+        Column("shop_id", Text, nullable=False),
+        Column("cause", Text, nullable=False),
+        Column("amount", Numeric, nullable=False),
+        Column("currency", Text, nullable=False),
+        Column("lines", JSONB(none_as_null=True)),  # [{line_id, units, amount, with_shipping}]
+        Column("rma_id", Text), Column("payment_ref", Text), Column("reason", Text),
+        Column("issued_at", DateTime(timezone=True), nullable=False),
+        PrimaryKeyConstraint("order_id", "refund_id", name="refunds_pkey"),
+    )
 
 
 def _other_tables(md: MetaData) -> tuple[Table, Table, Table]:
@@ -204,6 +230,9 @@ def _other_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Column("event_type", Text, nullable=False),
         Column("time", DateTime(timezone=True), nullable=False),
         Column("summary", Text, nullable=False),
+        # the order agent's step that applied (or derived) the event and its place in it,
+        # and the event that caused a derived one: the timeline's causal order
+        Column("seq", BigInteger), Column("sub", Integer), Column("cause", Text),
         PrimaryKeyConstraint("topic", "partition", "offset", name="order_timeline_pkey"),
         UniqueConstraint("order_id", "source", "event_id", name="order_timeline_event_key"),
         Index("order_timeline_order_idx", "order_id", "time"),
@@ -238,7 +267,7 @@ def read_tables(schema: str = LIVE_SCHEMA) -> ReadTables:
     shipments, returns, supplier_orders = _fulfillment_tables(md)
     supplier_stock, order_timeline, dead_letters = _other_tables(md)
     return ReadTables(md, order_status, order_lines, shipments, returns, supplier_orders,
-                      supplier_stock, order_timeline, dead_letters)
+                      supplier_stock, order_timeline, _refunds(md), dead_letters)
 
 
 #: Ops' record of re-published dead letters (written by ``dropship ops dead-letters
@@ -252,4 +281,14 @@ dead_letter_replays = Table(
     Column("topic", Text, nullable=False),
     Column("replayed_at", DateTime(timezone=True), nullable=False),
     Column("replayed_by", Text, nullable=False),
+)
+
+#: The workers' clock (written every deadline check, read through ``read.pipeline_now()``
+#: by the ops views; not a projection, never rebuilt).
+pipeline_clock = Table(
+    "pipeline_clock", replay_metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+    CheckConstraint("id = 1", name="pipeline_clock_one_row"),
 )

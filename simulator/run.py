@@ -294,7 +294,7 @@ class Simulation:
                 return None
             data = event.data
             if isinstance(data, SupplierOrderRequested):
-                return supplier.on_request(data)
+                return supplier.on_request(data, self.clock.now())
             if isinstance(data, SupplierOrderCancelled):
                 supplier.on_cancelled(data)
             elif isinstance(data, ReturnAuthorized):

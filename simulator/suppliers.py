@@ -5,9 +5,9 @@ dispatched). For each ``SupplierOrderRequested`` it, by the draws of
 ``rng_for(seed, supplier_order_id)``:
 1. rejects it (``cannot_ship_to_country``) if it does not ship to the address;
 2. stays silent (the acknowledge SLA runs out), or rejects it for another reason;
-3. otherwise, 5-30 simulated minutes after the request (well before its acknowledge
-   deadline), accepts it if the stock not promised covers every line, else
-   rejects it ``out_of_stock`` and reports stock;
+3. otherwise, 5-30 simulated minutes after it **receives** the request (well before
+   its acknowledge deadline), accepts it if the stock not promised covers every
+   line, else rejects it ``out_of_stock`` and reports stock;
 4. dispatches it 0.5-6 hours later (a share after its dispatch deadline) with a
    carrier and tracking number, unless cancelled meanwhile; the carrier delivers
    it 2-12 hours later.
@@ -87,14 +87,16 @@ class Supplier:
 
     # --- reactions ---------------------------------------------------------------------
 
-    def on_request(self, req: SupplierOrderRequested) -> list[Later]:
-        """Steps 1-3 of the module docstring: when and how it will answer."""
+    def on_request(self, req: SupplierOrderRequested, received_at: datetime) -> list[Later]:
+        """Steps 1-3 of the module docstring: when and how it will answer. The answer
+        comes some time after ``received_at`` (the same seed, the same answers and
+        delays, whenever the request arrives)."""
         for line in req.lines:
             self.line_skus[(req.order_id, line.line_id)] = line.sku
         rng = rng_for(self.world.seed, req.supplier_order_id)
-        start = req.requested_at  # not the time it arrived: the same seed, the same answers
-        answer_at = start + min(timedelta(minutes=rng.uniform(5, 30)),
-                                (req.acknowledge_by - start) * 0.4)
+        start = max(received_at, req.requested_at)
+        answer_at = start + max(timedelta(0), min(timedelta(minutes=rng.uniform(5, 30)),
+                                                  (req.acknowledge_by - start) * 0.4))
         draw, rel = rng.random(), self.profile.reliability
         shares = self.world.shares
         if req.ship_to.country not in self.profile.countries:

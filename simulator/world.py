@@ -29,9 +29,15 @@ class Shares:
 
     pay: float = 0.93            # orders paid at all (the rest never are: the window cancels them)
     pay_late: float = 0.08       # of paid orders: paid late, some after the payment window
+    pay_in_two: float = 0.03     # of paid orders: half first, the balance a little later
+    overpay: float = 0.01        # of paid orders: paid a little too much (the excess is refunded)
+    wrong_currency: float = 0.01  # of paid orders: paid first in another currency, then right
     cancel: float = 0.03         # orders the shop cancels
+    cancel_units: float = 0.02   # orders the shop cancels one unit of, after paying
+    coupon: float = 0.05         # orders with a 10 % discount
     confirm_delivery: float = 0.6  # delivered orders the customer confirms
     return_: float = 0.06        # delivered orders with a return request
+    defective: float = 0.3       # of returns: the goods are defective (shipping refunded too)
     duplicate: float = 0.02      # shop messages sent twice (same id)
     reorder: float = 0.02        # payments sent before their order
     malformed: float = 0.01      # orders followed by a garbled copy
@@ -84,6 +90,9 @@ class ShopProfile:
     currency: str
     countries: tuple[str, ...]
     prices: dict[str, Decimal] = field(hash=False)
+    shipping: Decimal = Decimal("4.90")  # per order, free from ``free_shipping_from``
+    free_shipping_from: Decimal = Decimal("60")
+    tax_rate: Decimal = Decimal(0)  # sales tax added at checkout (0: prices include VAT)
 
 
 @dataclass(frozen=True)
@@ -134,7 +143,10 @@ def make_world(seed: int, prefix: str, *, shops: int = 3, suppliers: int = 6, sk
     shop_profiles = tuple(
         ShopProfile(shop_id=f"{prefix}-shop-{i}", currency=CURRENCIES[i % len(CURRENCIES)],
                     countries=tuple(rng.sample(COUNTRIES, rng.randint(3, 6))),
-                    prices={sku: Decimal(rng.randint(500, 9000)) / 100 for sku in sku_ids})
+                    prices={sku: Decimal(rng.randint(500, 9000)).scaleb(-2) for sku in sku_ids},
+                    shipping=Decimal(rng.choice(("0", "4.90", "5.90"))),
+                    tax_rate=Decimal("0.08") if CURRENCIES[i % len(CURRENCIES)] == "USD"
+                    else Decimal(0))
         for i in range(shops))
     return World(seed=seed, prefix=prefix, skus=sku_ids, suppliers=profiles,
                  shops=shop_profiles, shares=shares or Shares(), payment_window=payment_window)

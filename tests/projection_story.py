@@ -27,7 +27,7 @@ from events.envelope import CloudEvent, wrap
 from events.topics import ORDER_STATUS, SHOP_ORDERS
 from pipeline.lag import broker_ends
 from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader, Processor, Record, dead_letter
+from pipeline.transactional import KafkaRangeReader, Processor, Record, dead_letter, derive
 from projections.projector import TOPICS, ProjectorHandler
 from projections.tables import read_tables
 from tests.unit import order_factories as f
@@ -48,9 +48,11 @@ class Log:
         return self.put_raw(event.data.TOPIC, key_of(event), encode(event), time)
 
     def put(self, payload: Message, source: str, time: datetime) -> Record:
+        return self.put_event(self.wrapped(payload, source, time), time)
+
+    def wrapped(self, payload: Message, source: str, time: datetime) -> CloudEvent:
         self.seq += 1
-        event = wrap(payload, id=f"{self.prefix}-{self.seq}", source=source, time=time)
-        return self.put_event(event, time)
+        return wrap(payload, id=f"{self.prefix}-{self.seq}", source=source, time=time)
 
     def put_raw(self, topic: str, key: bytes, value: bytes, time: datetime) -> Record:
         partition = zlib.crc32(key) % PARTITIONS
@@ -78,15 +80,19 @@ class Story:
         self.flow = f.Flow(order=Order(self.order_id))
 
     def feed(self, msg: Message, source: str, minute: float = 0) -> Story:
+        """Apply ``msg`` sent at ``minute``; log it, then what the order agent derives
+        from it, as the agent would (at the order's clock, with its step)."""
         msg = _as(msg, order_id=self.order_id)
         time = f.at(minute)
-        self.log.put(msg, source, time)
+        cause = self.log.wrapped(msg, source, time)
+        self.log.put_event(cause, time)
         self.flow.do(msg, minute=minute)
-        for out in self.flow.last:
-            if isinstance(out, Refused):
-                continue
-            if out.TOPIC in TOPICS:
-                self.log.put(out, "dropship/orders", time)
+        order = self.flow.order
+        derived = derive(cause, [o for o in self.flow.last if not isinstance(o, Refused)],
+                         "orders", time=order.clock, step=order.step)
+        for event in derived:
+            if event.data.TOPIC in TOPICS:
+                self.log.put_event(event, event.time)
         return self
 
     def so_of(self, supplier: str) -> str:

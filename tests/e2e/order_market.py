@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,6 +37,7 @@ from events.orders import (
     OrderLine,
     OrderPlaced,
     PaymentConfirmed,
+    ReturnReason,
     ReturnRequested,
 )
 from events.suppliers import (
@@ -48,12 +50,43 @@ from events.suppliers import (
 from events.topics import DLQ, ORDER_STATUS, SUPPLIER_ORDERS
 from events.types import Address, Money
 from pipeline.clock import set_file_time
-from pipeline.kafka import client_options, create_producer
+from pipeline.devstack.processes import free_port
+from pipeline.kafka import client_options, create_producer, ensure_topics
 from pipeline.schema import allocation_state, order_state
 from pipeline.settings import Settings
+from tests.helpers import start_worker, stop_worker
 
 E = TypeVar("E", bound=Message)
 SHOP = "acme"
+EnvFactory = Callable[..., dict[str, str]]  # the ``cli_env`` fixture
+#: Where every market's worker clock starts.
+START = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+@asynccontextmanager
+async def running_market(settings: Settings, engine: AsyncEngine, env: EnvFactory,
+                         folder: Path, **worker_env: str,
+                         ) -> AsyncIterator[tuple[Market, dict[str, str]]]:
+    """A worker on a file clock (at :data:`START`) with ``worker_env``, a tap on its
+    outgoing topics and a market to drive it: (market, the worker's environment, which
+    ``dropship`` commands of the test use too). Stops all three on the way out."""
+    await ensure_topics(settings)
+    clock = folder / "clock"
+    set_file_time(clock, START)
+    worker_settings = env(DROPSHIP_CLOCK_FILE=str(clock), DROPSHIP_DEADLINE_CHECK_S="0.2",
+                          DROPSHIP_AGENT_BATCH_WITHIN_S="0.05",
+                          DROPSHIP_WEB_PORT=str(free_port()), **worker_env)
+    worker = start_worker(worker_settings, folder / "worker.log")
+    tap = Tap(settings)
+    market = Market(settings, engine, tap, clock)
+    await tap.start()
+    await market.start()
+    try:
+        yield market, worker_settings
+    finally:
+        await market.stop()
+        await tap.stop()
+        stop_worker(worker, folder / "worker.log")
 
 
 class Tap:
@@ -158,11 +191,13 @@ class Market:
                                                available=available, as_of=self.now),
                             f"supplier/{supplier}")
 
-    def order(self, order_id: str, *lines: tuple[str, str, int, str]) -> OrderPlaced:
+    def order(self, order_id: str, *lines: tuple[str, str, int, str],
+              shipping: str | None = None) -> OrderPlaced:
         return OrderPlaced(
-            order_id=order_id, shop_id=SHOP, customer_ref="c1",
+            order_id=order_id, shop_id=SHOP, customer_ref="Ada Lovelace <ada@example.com>",
             ship_to=Address(name="Ada", line1="1 Rd", city="Lyon", country="FR"),
             currency="EUR", placed_at=self.now,
+            shipping=Money(amount=Decimal(shipping), currency="EUR") if shipping else None,
             lines=tuple(OrderLine(line_id=i, sku=s, quantity=q,
                                   unit_price=Money(amount=Decimal(p), currency="EUR"))
                         for i, s, q, p in lines))
@@ -173,9 +208,10 @@ class Market:
     async def supplier(self, supplier: str, payload: Message, times: int = 1) -> CloudEvent:
         return await self.send(payload, f"supplier/{supplier}", times)
 
-    def payment(self, order_id: str, amount: str) -> PaymentConfirmed:
-        return PaymentConfirmed(order_id=order_id, payment_ref="pay-1", paid_at=self.now,
-                                amount=Money(amount=Decimal(amount), currency="EUR"))
+    def payment(self, order_id: str, amount: str, ref: str = "pay-1",
+                currency: str = "EUR") -> PaymentConfirmed:
+        return PaymentConfirmed(order_id=order_id, payment_ref=ref, paid_at=self.now,
+                                amount=Money(amount=Decimal(amount), currency=currency))
 
     def accept(self, order_id: str, so: str, supplier: str) -> SupplierOrderAccepted:
         return SupplierOrderAccepted(order_id=order_id, supplier_order_id=so,
@@ -201,12 +237,16 @@ class Market:
     def confirm(self, order_id: str) -> DeliveryConfirmed:
         return DeliveryConfirmed(order_id=order_id, confirmed_at=self.now)
 
-    def cancel(self, order_id: str) -> OrderCancelled:
-        return OrderCancelled(order_id=order_id, reason="changed mind", cancelled_at=self.now)
+    def cancel(self, order_id: str, lines: dict[str, int] | None = None) -> OrderCancelled:
+        """The whole order, or those units of those lines."""
+        return OrderCancelled(order_id=order_id, reason="changed mind", cancelled_at=self.now,
+                              lines=tuple(LineQuantity(line_id=k, quantity=v)
+                                          for k, v in (lines or {}).items()))
 
-    def return_request(self, order_id: str, rma: str, lines: dict[str, int]) -> ReturnRequested:
+    def return_request(self, order_id: str, rma: str, lines: dict[str, int],
+                       code: ReturnReason = "changed_mind") -> ReturnRequested:
         return ReturnRequested(order_id=order_id, rma_id=rma, reason="too small",
-                               requested_at=self.now,
+                               reason_code=code, requested_at=self.now,
                                lines=tuple(LineQuantity(line_id=k, quantity=v)
                                            for k, v in lines.items()))
 

@@ -4,6 +4,7 @@ an oversold budget, an order left waiting with no reason, and an overdue deadlin
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -74,3 +75,57 @@ async def test_explained_waits_pass_and_each_broken_invariant_is_reported(
     assert {r["order_id"] for r in broken.unexplained} == {
         f"{p}-forgotten", f"{p}-limbo", f"{p}-overdue"}
     assert [(r["supplier_id"], r["reserved"]) for r in broken.oversold] == [("s2", 3)]
+
+
+def _money(paid: str, refunded: str, due: str) -> dict[str, Any]:
+    return {"paid": Decimal(paid), "refunded": Decimal(refunded), "due": Decimal(due),
+            "written_off": Decimal(0)}
+
+
+async def test_money_and_time_rules_pass_a_healthy_run_and_bite_on_each_break(
+        engine: AsyncEngine) -> None:
+    p = f"cash{NOW.timestamp():.0f}"
+    old = NOW - timedelta(hours=3)
+    async with engine.begin() as conn:
+        await conn.execute(insert(T.order_status), [
+            _order(f"{p}-kept", "partially_refunded", old, paid_at=old,
+                   **_money("30.00", "10.00", "20.00")),
+            _order(f"{p}-gone", "cancelled", old, paid_at=old, **_money("30.00", "30.00", "0")),
+            _order(f"{p}-sent", "sent_to_supplier", old, paid_at=old,
+                   **_money("30.00", "0", "30.00")),
+        ])
+        await conn.execute(insert(T.supplier_orders), [{
+            "supplier_id": "s1", "supplier_order_id": f"{p}-so1", "order_id": f"{p}-sent",
+            "units": 1, "requested_at": old + timedelta(minutes=1),
+            "acknowledge_by": old + timedelta(hours=2), "accepted_at": old + timedelta(hours=3),
+            "cancel_cause": "acknowledge_sla_missed", "cancelled_at": old + timedelta(hours=2),
+            "dispatch_by": NOW + timedelta(hours=40)}])  # accepted too late: a fair failover
+    healthy = await _check(engine, p)
+    assert (healthy.money, healthy.timing) == ([], [])
+
+    async with engine.begin() as conn:
+        await conn.execute(insert(T.order_status), [
+            _order(f"{p}-greedy", "delivered", old, paid_at=old, **_money("10.00", "12.00", "0")),
+            _order(f"{p}-kept-it", "cancelled", old, paid_at=old, **_money("10.00", "4.00", "0")),
+            _order(f"{p}-short", "delivered", old, paid_at=old, **_money("10.00", "0", "8.00")),
+            _order(f"{p}-early", "sent_to_supplier", old, paid_at=old,
+                   **_money("10.00", "0", "10.00")),
+        ])
+        await conn.execute(insert(T.supplier_orders), [  # rows with the same columns
+            {"supplier_id": "s1", "supplier_order_id": f"{p}-so2", "order_id": f"{p}-early",
+             "units": 1, "requested_at": old - timedelta(minutes=5), "accepted_at": None,
+             "cancel_cause": None, "cancelled_at": None, "acknowledge_by": NOW,
+             "dispatch_by": NOW},
+            {"supplier_id": "s2", "supplier_order_id": f"{p}-so3", "order_id": f"{p}-early",
+             "units": 1, "requested_at": old, "acknowledge_by": old + timedelta(hours=2),
+             "accepted_at": old + timedelta(minutes=30), "cancel_cause": "acknowledge_sla_missed",
+             "cancelled_at": old + timedelta(hours=2), "dispatch_by": NOW}])
+    broken = await _check(engine, p)
+    assert not broken.ok
+    assert {(r["order_id"], r["problem"]) for r in broken.money} == {
+        (f"{p}-greedy", "refunded more than paid"),
+        (f"{p}-kept-it", "cancelled, not all refunded"),
+        (f"{p}-short", "paid - refunded is not what is due")}
+    assert {(r["supplier_order_id"], r["problem"]) for r in broken.timing} == {
+        (f"{p}-so2", "sent before the order was paid"),
+        (f"{p}-so3", "failed over for not accepting, though it accepted in time")}

@@ -32,7 +32,7 @@ from tests.helpers import order_event, start_worker, stop_worker
 pytestmark = pytest.mark.integration
 
 APP_ROLE = "dropship_app"
-#: What the role may do, table by table: exactly the grants of migration 0006.
+#: What the role may do, table by table: exactly the grants of migrations 0006 and 0007.
 EXPECTED = {
     "public.checkpoints": {"SELECT", "INSERT", "UPDATE"},
     "public.outbox": {"SELECT", "INSERT", "UPDATE"},
@@ -49,6 +49,8 @@ EXPECTED = {
     "read.order_timeline": {"SELECT", "INSERT"},
     "read.dead_letters": {"SELECT", "INSERT", "UPDATE"},
     "read.dead_letter_replays": {"SELECT", "INSERT"},
+    "read.refunds": {"SELECT", "INSERT"},
+    "read.pipeline_clock": {"SELECT", "INSERT", "UPDATE"},
     "read.stuck_orders": {"SELECT"},
     "read.backorders": {"SELECT"},
     "read.supplier_scorecard": {"SELECT"},

@@ -48,14 +48,17 @@ def _json(env: dict[str, str], *args: str) -> Any:
 
 def test_order_show(ops_env: dict[str, str]) -> None:
     view = _json(ops_env, "order", "show", "ops-o1")
-    assert (view["order"]["status"], view["order"]["total"]) == ("refunded", "20.00")
-    assert [ln["allocations"] for ln in view["lines"]] == [{"sb": 2}]
+    assert (view["order"]["status"], view["order"]["total"]) == ("partially_refunded", "20.00")
+    assert (view["order"]["paid"], view["order"]["refunded"]) == ("20.00", "10.00")
+    assert [(r["cause"], r["amount"]) for r in view["refunds"]] == [("return", "10.00")]
+    assert [ln["allocations"] for ln in view["lines"]] == [{"sb": 1}]  # one unit restocked
     assert [so["cancel_cause"] for so in view["supplier_orders"]] == ["rejected", None]
     assert view["shipments"][0]["tracking_number"] == "TRK1"
     assert view["timeline"][0]["summary"].startswith("placed: 1 line(s), 20.00 EUR")
     table = run_cli("order", "show", "ops-o1", env=ops_env)
     assert table.returncode == 0
-    assert "refunded" in table.stdout
+    assert "partially_refunded" in table.stdout
+    assert "Ada, 1 Rd, Lyon, FR" in table.stdout  # the ship-to address
     assert "TRK1" in table.stdout
 
 

@@ -54,6 +54,6 @@ def test_simulate_refuses_a_bad_share_in_one_line(cli_env: Callable[..., dict[st
     result = run_cli("simulate", "--share", "malformd=0.1", env=cli_env())
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: --share: unknown share 'malformd'; known: pay, pay_late, cancel, "
-        "confirm_delivery, return, duplicate, reorder, malformed, reject, silent, "
-        "late_dispatch, resellable"]
+        "error: --share: unknown share 'malformd'; known: pay, pay_late, pay_in_two, overpay, "
+        "wrong_currency, cancel, cancel_units, coupon, confirm_delivery, return, defective, "
+        "duplicate, reorder, malformed, reject, silent, late_dispatch, resellable"]

@@ -14,7 +14,7 @@ from tests.helpers import REPO
 
 PACKAGES = ("events", "pipeline", "agents", "projections", "simulator")
 ENTRY_POINTS = {"pipeline.cli", "pipeline.worker", "pipeline.demo", "pipeline.ops_cli",
-                "pipeline.simulate"}
+                "pipeline.ops_levers", "pipeline.simulate"}
 FRAMEWORKS = ("faust", "aiokafka", "sqlalchemy", "asyncpg", "mode")
 
 

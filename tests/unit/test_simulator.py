@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 
@@ -55,7 +56,8 @@ def test_each_sku_is_carried_by_one_to_four_suppliers_with_distinct_priorities()
 
 
 def test_shops_behave_in_the_shares_asked_and_every_valid_message_decodes() -> None:
-    shares = Shares(pay=0.8, cancel=0.1, malformed=0.05, duplicate=0.05, reorder=0.1)
+    shares = Shares(pay=0.8, cancel=0.1, malformed=0.05, duplicate=0.05, reorder=0.1,
+                    pay_in_two=0, overpay=0, wrong_currency=0, cancel_units=0)
     world = make_world(5, "p", shares=shares)
     shop = Shop(world, world.shops[1])
     sends = [s for n in range(2000) for s in _sends(shop.place(n, T0))]
@@ -74,6 +76,47 @@ def test_shops_behave_in_the_shares_asked_and_every_valid_message_decodes() -> N
         else:
             event = decode(send.value, key=send.key, topic=send.topic)
             assert event.id == send.event_id
+
+
+def _paid(kind: str, n: int = 300) -> list[tuple[OrderPlaced, list[PaymentConfirmed]]]:
+    """Orders of a shop paying only in one way (``kind``), with what it paid."""
+    ways = {"pay_in_two": 0.0, "overpay": 0.0, "wrong_currency": 0.0, "coupon": 0.0}
+    shares = Shares(pay=1.0, pay_late=0.0, reorder=0.0, duplicate=0.0, malformed=0.0,
+                    cancel=0.0, **{**ways, kind: 1.0})
+    world = make_world(4, "p", shares=shares)
+    out = []
+    for shop in (Shop(world, p) for p in world.shops):
+        for i in range(n // len(world.shops)):
+            events = [decode(s.value).data for s in _sends(shop.place(i, T0))]
+            placed = next(e for e in events if isinstance(e, OrderPlaced))
+            out.append((placed, [e for e in events if isinstance(e, PaymentConfirmed)]))
+    return out
+
+
+def test_checkouts_have_shipping_tax_and_coupons_and_payments_add_up() -> None:
+    orders = _paid("coupon")
+    assert all(o.discount is not None for o, _ in orders)  # every order used a coupon
+    assert any(o.shipping for o, _ in orders)
+    assert any(not o.shipping for o, _ in orders)
+    assert {o.currency for o, _ in orders if o.tax} == {"USD"}  # the one shop adding tax
+    for placed, pays in _paid("pay_in_two"):
+        assert len(pays) == 2
+        assert sum(p.amount.amount for p in pays) == placed.total().amount
+    for placed, pays in _paid("overpay"):
+        assert [p.amount.amount - placed.total().amount for p in pays] == [Decimal("1.00")]
+    for placed, pays in _paid("wrong_currency"):
+        assert [p.amount.currency == placed.currency for p in pays] == [False, True]
+
+
+def test_a_supplier_answers_after_it_receives_the_request() -> None:
+    world = make_world(9, "p", shares=Shares(silent=0.0, reject=0.0, late_dispatch=0.0))
+    profile = next(s for s in world.suppliers if s.offers)
+    supplier = Supplier(world, profile)
+    late = T0 + timedelta(hours=1)  # requested at T0, received an hour later
+    request = _request(1, profile.supplier_id, profile.offers[0].sku, 1,
+                       sorted(profile.countries)[0])
+    answer = _sends(supplier.on_request(request, late))[0]
+    assert decode(answer.value).time >= late
 
 
 def test_a_reordered_payment_is_sent_before_its_order() -> None:
@@ -120,7 +163,7 @@ def test_a_supplier_never_ships_more_than_it_has() -> None:
     country = sorted(profile.countries)[0]
     sends = [s for n in range(stock + 5)
              for s in _sends(supplier.on_request(_request(n, profile.supplier_id, sku, 1,
-                                                          country)))]
+                                                          country), T0))]
     kinds = Counter(s.type.split(".")[-2] for s in sends)
     assert kinds["dispatched"] == stock  # one unit each, until the shelf is empty
     assert kinds["rejected"] == 5
@@ -136,7 +179,7 @@ def test_a_supplier_refuses_addresses_it_does_not_ship_to() -> None:
                   if c not in profile.countries)
     supplier = Supplier(world, profile)
     sends = _sends(supplier.on_request(_request(1, profile.supplier_id,
-                                                profile.offers[0].sku, 1, abroad)))
+                                                profile.offers[0].sku, 1, abroad), T0))
     assert [decode(s.value).data.reason for s in sends  # type: ignore[attr-defined]
             if s.type.endswith("rejected.v1")] == ["cannot_ship_to_country"]
 
