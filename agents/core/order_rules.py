@@ -258,7 +258,7 @@ def _apply(order: Order, m: Message, now: datetime, policy: Policy,
     if isinstance(m, PaymentConfirmed):
         return ledger.pay(order, m, now)
     if isinstance(m, LineAllocated | LineBackordered | LineReleased | BackorderDropped):
-        return supply.decision(order, m, now)
+        return supply.decision(order, m, now, policy)
     if isinstance(m, SupplierOrderAccepted | SupplierOrderRejected):
         return _supplier_answer(order, m, now, policy)
     if isinstance(m, ShipmentDispatched):

@@ -69,7 +69,7 @@ def sent_to(order: Order, line_id: str, supplier_id: str) -> int:
 
 # --- decisions -------------------------------------------------------------------------
 
-def decision(order: Order, m: Decision, now: datetime) -> Result:
+def decision(order: Order, m: Decision, now: datetime, policy: Policy) -> Result:
     """Apply an allocation decision; give back what the line no longer wants."""
     line = order.lines.get(m.line_id)
     if line is None:
@@ -91,6 +91,16 @@ def decision(order: Order, m: Decision, now: datetime) -> Result:
     elif isinstance(m, BackorderDropped):
         line = replace(line, dropping=max(0, line.dropping - m.requested))
     line, out = _give_back_excess(order, line, m, now)
+    if isinstance(m, LineAllocated) and m.supplier_id in line.excluded \
+            and line.pinned != m.supplier_id and not line.released_all:
+        # made before a failover took the supplier out, answered after it: it goes too
+        stray = min(m.quantity, line.holding(m.supplier_id)
+                    - sent_to(order, line.line_id, m.supplier_id))
+        if stray > 0:
+            order, more = _away_from(order, line, m.supplier_id, stray,
+                                     f"{m.supplier_id} is out for line {line.line_id}", now,
+                                     policy)
+            return order, [*out, *more]
     return with_line(order, line), out
 
 
@@ -174,32 +184,53 @@ def cancel_supplier_order(order: Order, so: SupplierOrder, reason: str, cause: C
 
 def failover(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
              now: datetime, policy: Policy) -> Result:
-    """Cancel a supplier order; release and re-allocate its unshipped units elsewhere."""
+    """Cancel a supplier order; its supplier is out for each of its lines: every unit of
+    such a line it has and has not shipped (other supplier orders of it included) is
+    released there and asked for again elsewhere.
+
+    Per line and supplier, not per supplier order: the allocation agent releases a
+    supplier's reservations of a line newest first, whichever supplier order they were
+    for, so only releasing them all leaves its books and the live supplier orders alike.
+    """
     order, cancelled = cancel_supplier_order(order, so, reason, cause, now)
     out: list[Output] = [cancelled]
-    for line_id in sorted(so.lines):
-        units = so.unshipped(line_id)
-        if units <= 0:
-            continue
+    lines = sorted(k for k in so.lines if so.unshipped(k) > 0)
+    for other in sorted(order.supplier_orders.values(), key=lambda s: s.supplier_order_id):
+        if other.live and other.supplier_id == so.supplier_id \
+                and any(other.unshipped(k) for k in lines):
+            order, also = cancel_supplier_order(order, other, reason, cause, now)
+            out.append(also)
+    for line_id in lines:
         line = order.lines[line_id]
         line = replace(line, excluded=line.excluded | {so.supplier_id},
                        reroutes=line.reroutes + 1, pinned=None)
-        line, cmd = release(order, line, so.supplier_id, units, reason, now)
-        out.append(cmd)
-        if line.reroutes > policy.max_reroutes:
-            line = replace(line, held=True)
-            if line.waiting:  # nobody will be asked for this line again: drop its queue
-                line, cmd = release(order, line, None, line.waiting,
-                                    f"line {line_id} held for ops", now, backorder_only=True)
-                out.append(cmd)
-        else:
-            assert order.ship_to is not None
-            out.append(AllocateLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
-                                    quantity=units, ship_to_country=order.ship_to.country,
-                                    excluded_suppliers=tuple(sorted(line.excluded)),
-                                    requested_at=now))
-        order = with_line(order, line)
+        units = line.holding(so.supplier_id) - order.shipped_by(line_id, so.supplier_id)
+        order, more = _away_from(order, line, so.supplier_id, units, reason, now, policy)
+        out += more
     return replace(order, note=reason[:500]), out
+
+
+def _away_from(order: Order, line: Line, supplier: str, units: int, reason: str,
+               now: datetime, policy: Policy) -> Result:
+    """Release ``units`` of a line at ``supplier`` (excluded for it) and ask for them
+    again elsewhere; past the re-route bound the line is held for ops instead."""
+    out: list[Output] = []
+    if units > 0:
+        line, cmd = release(order, line, supplier, units, reason, now)
+        out.append(cmd)
+    if line.reroutes > policy.max_reroutes:
+        line = replace(line, held=True)
+        if line.waiting:  # nobody will be asked for this line again: drop its queue
+            line, cmd = release(order, line, None, line.waiting,
+                                f"line {line.line_id} held for ops", now, backorder_only=True)
+            out.append(cmd)
+    elif units > 0 and not order.cancelled:
+        assert order.ship_to is not None
+        out.append(AllocateLine(order_id=order.order_id, line_id=line.line_id, sku=line.sku,
+                                quantity=units, ship_to_country=order.ship_to.country,
+                                excluded_suppliers=tuple(sorted(line.excluded)),
+                                requested_at=now))
+    return with_line(order, line), out
 
 
 # --- cancelling units ----------------------------------------------------------------------

@@ -25,7 +25,7 @@ and once all queues are drained:
 from __future__ import annotations
 
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -163,6 +163,7 @@ class OrderLife(RuleBasedStateMachine):
         self.snapshot: OrderStatusChanged | None = None
         self.n = 0
         self.causes: set[str] = set()
+        self.shipped: Counter[tuple[str, str]] = Counter()  # (supplier, line) -> units
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -342,6 +343,8 @@ class OrderLife(RuleBasedStateMachine):
             dispatched_at=self.now), sender=f"supplier/{r.supplier_id}")
         if not any(isinstance(o, Refused) for o in out):
             self.shipments.append((r.supplier_id, ship))
+            for ln in lines:
+                self.shipped[(r.supplier_id, ln.line_id)] += ln.quantity
 
     @precondition(lambda self: bool(self.shipments))
     @rule(pick=st.integers(0, 9))
@@ -458,6 +461,14 @@ class OrderLife(RuleBasedStateMachine):
                 assert state.allocated + state.backordered <= wanted, (state, wanted)
                 if order.cancelled:
                     assert (state.backordered, state.allocated) == (0, 0), state
+                out = order.lines[line.line_id].excluded - {state.pinned}  # failed over
+                for supplier in out:  # nothing stays reserved there, unsent
+                    held = sum(r.quantity for r in state.reservations
+                               if r.supplier_id == supplier)
+                    sent = sum(ln.quantity for r in self.live() if r.supplier_id == supplier
+                               for ln in r.lines if ln.line_id == line.line_id)
+                    assert held <= sent + self.shipped[(supplier, line.line_id)], (
+                        supplier, state)
         if self.finished() and not self.released:
             assert self.net() == self.kept(), (self.net(), self.kept())
             for currency in set(self.paid) - {"EUR"}:

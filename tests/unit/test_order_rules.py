@@ -106,6 +106,25 @@ def test_rejection_fails_over_excluding_the_supplier() -> None:
     assert flow.order.lines["1"].reroutes == 1
 
 
+def test_a_reservation_answered_after_its_supplier_failed_over_goes_elsewhere() -> None:
+    """Found by the demo: a re-route landed at a supplier that then rejected too; the
+    unit stayed reserved there, never sent, and the order waited forever."""
+    flow = Flow().do(placed(("1", "SKU-1", 3, "10.00")), allocated("sa", 1),
+                     allocated("sb", 2), paid("30.00"))
+    flow.do(rejected(flow.so_of("sa"), "sa"))  # sa's unit asked for again...
+    flow.do(rejected(flow.so_of("sb"), "sb"))  # ...sb rejects its two...
+    flow.do(allocated("sb", 1))  # ...and the first re-request had landed at sb
+    assert [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine, last=True)] == [
+        ("sb", 1)]
+    again = any_of(flow.sent(AllocateLine, last=True))
+    assert (again.quantity, again.excluded_suppliers) == (1, ("sa", "sb"))
+    flow.do(released("sa", 1), released("sb", 2), released("sb", 1), allocated("sc", 2),
+            allocated("sc", 1))
+    live = [so for so in flow.order.supplier_orders.values() if so.live]
+    assert [(so.supplier_id, so.lines) for so in live] == [("sc", {"1": 2}), ("sc", {"1": 1})]
+    assert flow.order.lines["1"].allocated == 3
+
+
 def test_acknowledge_sla_missed_fails_over() -> None:
     flow = Flow().do(placed(), allocated("sa", 2, ack=2), paid(), minute=1).tick(120)
     assert flow.sent(SupplierOrderCancelled) == []
