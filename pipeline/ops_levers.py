@@ -14,9 +14,12 @@ the operator) or, if refused, in ``dropship ops dead-letters``.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import re
 import uuid
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 import typer
@@ -61,15 +64,15 @@ async def _known(settings: Settings, order_id: str) -> bool:
         await engine.dispose()
 
 
-def publish(command: Message, order_id: str, operator: str | None) -> None:
-    """Steps 1-3 of the module docstring."""
-    import asyncio
-
+def publish(command: Callable[[datetime], Message], order_id: str,
+            operator: str | None) -> None:
+    """Steps 1-3 of the module docstring; ``command`` builds the command at a time."""
     settings = load_settings()
     if not asyncio.run(_known(settings, order_id)):
         raise fail(f"order {order_id!r} is unknown to the read models")
-    event = wrap(command, id=f"ops-{uuid.uuid4()}", source=f"ops/{operator_of(operator)}",
-                 time=clock.now(settings))
+    now = clock.now(settings)
+    event = wrap(command(now), id=f"ops-{uuid.uuid4()}",
+                 source=f"ops/{operator_of(operator)}", time=now)
     outcomes = check_lines([encode(event)], OPS_COMMANDS)
     if outcomes[0].error is not None:
         raise fail(f"the command is invalid: {outcomes[0].error}")
@@ -94,9 +97,8 @@ def register(app: typer.Typer) -> None:
     @app.command("release-payment")
     def release_payment(order_id: str, reason: Reason, operator: Operator = None) -> None:
         """Accept a held (short) payment as payment in full; the rest is written off."""
-        now = clock.now(load_settings())
-        publish(ReleasePayment(order_id=order_id, reason=reason, requested_at=now), order_id,
-                operator)
+        publish(lambda now: ReleasePayment(order_id=order_id, reason=reason, requested_at=now),
+                order_id, operator)
 
     @app.command("cancel")
     def cancel(order_id: str, reason: Reason, operator: Operator = None,
@@ -105,17 +107,17 @@ def register(app: typer.Typer) -> None:
                ) -> None:
         """Cancel an order, or some units of some lines (giving up a held line), with a
         refund of what was paid for them."""
-        now = clock.now(load_settings())
-        publish(CancelOrder(order_id=order_id, lines=_units(line or []), reason=reason,
-                            requested_at=now), order_id, operator)
+        units = _units(line or [])
+        publish(lambda now: CancelOrder(order_id=order_id, lines=units, reason=reason,
+                                        requested_at=now), order_id, operator)
 
     @app.command("reroute")
     def reroute(order_id: str, line_id: str, supplier_id: str, reason: Reason,
                 operator: Operator = None) -> None:
         """Send every unshipped unit of a line to a named supplier."""
-        now = clock.now(load_settings())
-        publish(RerouteLine(order_id=order_id, line_id=line_id, supplier_id=supplier_id,
-                            reason=reason, requested_at=now), order_id, operator)
+        publish(lambda now: RerouteLine(order_id=order_id, line_id=line_id,
+                                        supplier_id=supplier_id, reason=reason,
+                                        requested_at=now), order_id, operator)
 
     @app.command("close-return")
     def close_return(order_id: str, rma_id: str, reason: Reason,
@@ -124,6 +126,5 @@ def register(app: typer.Typer) -> None:
                          help="Refund the units not received, or let the customer keep them")],
                      operator: Operator = None) -> None:
         """End a return whose goods did not (all) come back."""
-        now = clock.now(load_settings())
-        publish(CloseReturn(order_id=order_id, rma_id=rma_id, refund=refund, reason=reason,
-                            requested_at=now), order_id, operator)
+        publish(lambda now: CloseReturn(order_id=order_id, rma_id=rma_id, refund=refund,
+                                        reason=reason, requested_at=now), order_id, operator)
