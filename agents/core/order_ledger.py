@@ -63,15 +63,11 @@ def settle(order: Order, now: datetime, cause: RefundCause, lines: list[RefundLi
 
 def covered(order: Order, when: datetime) -> Order:
     """The order, paid as of ``when`` if its payments (net of refunds) now cover what is due."""
-    if order.paid_at or order.cancelled or not _paid_any(order):
+    if order.paid_at or order.cancelled or not order.paid_something:
         return order
     if order.paid() - order.refunded >= order.due():
         return replace(order, paid_at=when, short_since=None)
     return order
-
-
-def _paid_any(order: Order) -> bool:
-    return any(p.currency == order.currency for p in order.payments)
 
 
 def _refund(order: Order, now: datetime, cause: RefundCause, amount: Money,
@@ -116,5 +112,5 @@ def pay(order: Order, m: PaymentConfirmed, now: datetime) -> Result:
 
 def write_off(order: Order, now: datetime) -> Order:
     """Ops accept what was paid as payment in full: the outstanding amount is written off."""
-    outstanding = order.due() - (order.paid() - order.refunded)
-    return covered(replace(order, written_off=order.written_off + max(ZERO, outstanding)), now)
+    outstanding = max(ZERO, -order.balance())
+    return covered(replace(order, written_off=order.written_off + outstanding), now)

@@ -92,10 +92,7 @@ def ledger_of(order: Order) -> Ledger:
 
 
 def line_status(order: Order, ln: Line) -> LineStatus:
-    cur = order.currency
-    credited = money.major(
-        money.portion(money.minor(ln.goods, cur), ln.quantity, ln.credited_goods)
-        + money.portion(money.minor(ln.shipping, cur), ln.quantity, ln.credited_shipping), cur)
+    credited = money.major(ln.credited_value(order.currency), order.currency)
     held = {s: ln.holding(s) for s in sorted(ln.reserved)}
     return LineStatus(
         line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, allocated=ln.allocated,

@@ -61,10 +61,15 @@ def release(order: Order, line: Line, supplier: str | None, units: int | None, r
                              backorder_only=backorder_only, requested_at=now)
 
 
-def sent_to(order: Order, line_id: str, supplier_id: str) -> int:
-    """Units of a line ``supplier_id`` has: in its live supplier orders, or shipped."""
-    return sum(so.lines.get(line_id, 0) if so.live else so.shipped.get(line_id, 0)
-               for so in order.supplier_orders.values() if so.supplier_id == supplier_id)
+def allocate(order: Order, line: Line, units: int, now: datetime,
+             supplier: str | None = None) -> AllocateLine:
+    """Ask for ``units`` more of a line, never from its excluded suppliers (only from
+    ``supplier``, if given)."""
+    assert order.ship_to is not None
+    return AllocateLine(order_id=order.order_id, line_id=line.line_id, sku=line.sku,
+                        quantity=units, ship_to_country=order.ship_to.country,
+                        excluded_suppliers=tuple(sorted(line.excluded)), supplier_id=supplier,
+                        requested_at=now)
 
 
 # --- decisions -------------------------------------------------------------------------
@@ -95,7 +100,7 @@ def decision(order: Order, m: Decision, now: datetime, policy: Policy) -> Result
             and line.pinned != m.supplier_id and not line.released_all:
         # made before a failover took the supplier out, answered after it: it goes too
         stray = min(m.quantity, line.holding(m.supplier_id)
-                    - sent_to(order, line.line_id, m.supplier_id))
+                    - order.sent_to(line.line_id, m.supplier_id))
         if stray > 0:
             order, more = _away_from(order, line, m.supplier_id, stray,
                                      f"{m.supplier_id} is out for line {line.line_id}", now,
@@ -142,14 +147,14 @@ def forward(order: Order, now: datetime) -> Result:
     if not order.paid_at or order.cancelled:
         return order, []
     out: list[Output] = []
-    free = {ln.line_id: ln.wanted - order.in_hand(ln.line_id) for ln in order.lines.values()}
+    free = {ln.line_id: ln.wanted - order.sent_to(ln.line_id) for ln in order.lines.values()}
     suppliers = sorted({s for ln in order.lines.values() for s in ln.reserved})
     for supplier in suppliers:
         todo = {}
         for ln in order.lines.values():
             if supplier in ln.excluded or ln.held:
                 continue
-            units = min(ln.holding(supplier) - sent_to(order, ln.line_id, supplier),
+            units = min(ln.holding(supplier) - order.sent_to(ln.line_id, supplier),
                         free[ln.line_id])
             if units > 0:
                 todo[ln.line_id] = units
@@ -225,11 +230,7 @@ def _away_from(order: Order, line: Line, supplier: str, units: int, reason: str,
                                 f"line {line.line_id} held for ops", now, backorder_only=True)
             out.append(cmd)
     elif units > 0 and not order.cancelled:
-        assert order.ship_to is not None
-        out.append(AllocateLine(order_id=order.order_id, line_id=line.line_id, sku=line.sku,
-                                quantity=units, ship_to_country=order.ship_to.country,
-                                excluded_suppliers=tuple(sorted(line.excluded)),
-                                requested_at=now))
+        out.append(allocate(order, line, units, now))
     return with_line(order, line), out
 
 
@@ -294,7 +295,7 @@ def _take(order: Order, line: Line, n: int, reason: str, now: datetime,
         out.append(cmd)
         left -= units
     for supplier in sorted(line.reserved):
-        units = min(left, line.holding(supplier) - sent_to(order, line.line_id, supplier))
+        units = min(left, line.holding(supplier) - order.sent_to(line.line_id, supplier))
         if units > 0:
             line, cmd = release(order, line, supplier, units, reason, now)
             out.append(cmd)
@@ -341,9 +342,5 @@ def reroute(order: Order, line_id: str, supplier: str, reason: str, now: datetim
     line = replace(line, held=False, pinned=supplier, excluded=line.excluded - {supplier},
                    backordered=0)
     if move > 0:
-        assert order.ship_to is not None
-        out.append(AllocateLine(order_id=order.order_id, line_id=line_id, sku=line.sku,
-                                quantity=move, ship_to_country=order.ship_to.country,
-                                excluded_suppliers=tuple(sorted(line.excluded)),
-                                supplier_id=supplier, requested_at=now))
+        out.append(allocate(order, line, move, now, supplier))
     return replace(with_line(order, line), note=reason[:500]), out

@@ -109,6 +109,14 @@ class Line:
         reserved."""
         return max(0, min(self.queued, self.wanted - self.allocated))
 
+    def credited_value(self, currency: str) -> int:
+        """The value, in minor units, of its units taken off the order (goods and, for
+        as many units as were credited it, shipping)."""
+        return (money.portion(money.minor(self.goods, currency), self.quantity,
+                              self.credited_goods)
+                + money.portion(money.minor(self.shipping, currency), self.quantity,
+                                self.credited_shipping))
+
 
 @dataclass(frozen=True)
 class SupplierOrder:
@@ -232,10 +240,7 @@ class Order:
 
     def credited(self) -> Decimal:
         """The value of units taken off the order (cancelled, or returned and refunded)."""
-        units = sum(money.portion(money.minor(ln.goods, self.currency), ln.quantity,
-                                  ln.credited_goods)
-                    + money.portion(money.minor(ln.shipping, self.currency), ln.quantity,
-                                    ln.credited_shipping) for ln in self.lines.values())
+        units = sum(ln.credited_value(self.currency) for ln in self.lines.values())
         return money.major(units, self.currency) if self.currency else ZERO
 
     def due(self) -> Decimal:
@@ -248,25 +253,26 @@ class Order:
         return self.paid() - self.refunded - self.due()
 
     @property
+    def paid_something(self) -> bool:
+        """A payment in the order's currency came (even of 0.00)."""
+        return any(p.currency == self.currency for p in self.payments)
+
+    @property
     def short(self) -> bool:
         """Something was paid, not yet all that is due (the payment is held)."""
-        return (not self.paid_at and not self.cancelled
-                and any(p.currency == self.currency for p in self.payments))
-
-    def routed(self, line_id: str, supplier_id: str) -> int:
-        """Units of a line in live supplier orders of ``supplier_id`` (shipped or not)."""
-        return sum(so.lines.get(line_id, 0) for so in self.supplier_orders.values()
-                   if so.live and so.supplier_id == supplier_id)
+        return not self.paid_at and not self.cancelled and self.paid_something
 
     def shipped_by(self, line_id: str, supplier_id: str) -> int:
         """Units of a line ``supplier_id`` shipped, in any of its supplier orders."""
         return sum(so.shipped.get(line_id, 0) for so in self.supplier_orders.values()
                    if so.supplier_id == supplier_id)
 
-    def in_hand(self, line_id: str) -> int:
-        """Units of a line with suppliers: in live supplier orders, or shipped."""
+    def sent_to(self, line_id: str, supplier_id: str | None = None) -> int:
+        """Units of a line that ``supplier_id`` (or any supplier) has: in live supplier
+        orders, or shipped."""
         return sum(so.lines.get(line_id, 0) if so.live else so.shipped.get(line_id, 0)
-                   for so in self.supplier_orders.values())
+                   for so in self.supplier_orders.values()
+                   if supplier_id in (None, so.supplier_id))
 
     def supplier_order_id(self, supplier_id: str) -> str:
         """A deterministic id for the next supplier order of this order to ``supplier_id``."""
