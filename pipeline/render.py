@@ -14,6 +14,8 @@ from typing import Any
 from rich.console import RenderableType
 from rich.table import Table
 
+from events.fulfillment import Ledger
+
 
 def plain(value: Any) -> Any:
     """A JSON-ready value."""
@@ -92,9 +94,8 @@ def order_parts(order_id: str, view: dict[str, Any], *,
     return parts
 
 
-#: The ledger columns ``order show`` prints, in reading order.
-LEDGER = ("subtotal", "shipping", "tax", "discount", "total", "credited", "written_off", "due",
-          "paid", "refunded", "outstanding")
+#: The ledger columns ``order show`` prints, in the contract's reading order.
+LEDGER = tuple(name for name in Ledger.model_fields if name != "currency")
 
 
 def address(value: dict[str, Any] | None) -> str:

@@ -41,6 +41,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from events.fulfillment import Ledger
+
 LIVE_SCHEMA = "read"
 STAGING_SCHEMA = "read_rebuild"
 #: The read-only role the migration creates for ops (SELECT on ``read`` only).
@@ -60,9 +62,9 @@ APP_PRIVILEGES = {
     "refunds": "SELECT, INSERT",
     "dead_letters": "SELECT, INSERT, UPDATE",
 }
-#: The order's ledger columns of ``order_status`` (from the status snapshot's ``ledger``).
-LEDGER_COLUMNS = ("subtotal", "shipping", "tax", "discount", "credited", "written_off", "due",
-                  "paid", "refunded", "outstanding")
+#: The order's ledger columns of ``order_status``: the snapshot's ``Ledger`` amounts
+#: (its total is the ``total`` column already).
+LEDGER_COLUMNS = tuple(name for name in Ledger.model_fields if name not in ("currency", "total"))
 
 RETURN_STATE = """CASE
     WHEN refunded_at IS NOT NULL THEN 'refunded'
