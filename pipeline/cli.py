@@ -11,13 +11,14 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from pipeline import ops_levers
+from pipeline.cli_support import err, fail
 from pipeline.devstack import StackError
 from pipeline.ops_cli import ops_app, order_app, projections_app
 from pipeline.settings import Settings, SettingsError, load_settings
@@ -35,7 +36,6 @@ app.add_typer(ops_app, name="ops")
 app.add_typer(projections_app, name="projections")
 
 out = Console()
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 StateDirOpt = Annotated[
     Path | None, typer.Option("--state-dir", help="State folder [env DROPSHIP_STATE_DIR]")
@@ -318,11 +318,6 @@ def simulate(
 
 # --- error handling --------------------------------------------------------------
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err_console.print(f"error: {message}", markup=False)
-    raise typer.Exit(code)
-
-
 def _one_line(exc: BaseException) -> str:
     """A one-line explanation of an error a user can meet."""
     text = " ".join(str(exc).split()) or type(exc).__name__
@@ -339,17 +334,17 @@ def main() -> None:
     try:
         app()
     except SettingsError as exc:
-        err_console.print(f"error: invalid setting {exc}", markup=False)
+        err.print(f"error: invalid setting {exc}", markup=False)
         sys.exit(2)
     except StackError as exc:
-        err_console.print(f"error: {exc}", markup=False)
+        err.print(f"error: {exc}", markup=False)
         sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as exc:
         if os.environ.get("DROPSHIP_LOG_LEVEL", "").lower() == "debug":
             raise
-        err_console.print(f"error: {_one_line(exc)}", markup=False)
+        err.print(f"error: {_one_line(exc)}", markup=False)
         sys.exit(1)
 
 

@@ -9,13 +9,12 @@ one line on stderr and exit 1; an unreachable database is one line (through
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -29,10 +28,10 @@ from rich.progress import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db import create_engine
+from pipeline.cli_support import fail, with_engine
 from pipeline.publisher import check_lines, send_valid
 from pipeline.render import order_parts, plain, table
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import load_settings
 from projections import queries
 from projections.catchup import lag_rows
 from projections.rebuild import NAMES, count_events, rebuild
@@ -44,29 +43,8 @@ order_app = typer.Typer(help="One order, as the read models show it.", no_args_i
 projections_app = typer.Typer(help="The read models in Postgres.", no_args_is_help=True)
 
 out = Console()
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table")]
 LimitOpt = Annotated[int, typer.Option(help="At most this many rows", min=1)]
-T = TypeVar("T")
-
-
-def fail(message: str) -> NoReturn:
-    err.print(f"error: {message}", markup=False)
-    raise typer.Exit(1)
-
-
-def _with_engine(work: Callable[[AsyncEngine], Awaitable[T]],
-                 settings: Settings | None = None, admin: bool = False) -> T:
-    """Run ``work`` with an engine as the application role, or as the schema owner
-    with ``admin`` (DDL: ``projections rebuild``)."""
-    async def run() -> T:
-        engine = create_engine(settings or load_settings(), admin=admin)
-        try:
-            return await work(engine)
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
 
 
 def _emit(as_json: bool, data: Any, render: Callable[[], None]) -> None:
@@ -81,9 +59,9 @@ def _emit(as_json: bool, data: Any, render: Callable[[], None]) -> None:
 @order_app.command("show")
 def order_show(order_id: str, as_json: JsonOpt = False) -> None:
     """Status, lines, suppliers, tracking and the timeline of one order."""
-    view = _with_engine(lambda e: queries.order_view(e, order_id))
+    view = with_engine(lambda e: queries.order_view(e, order_id))
     if view is None:
-        waiting = _with_engine(lambda e: queries.mentions(e, order_id))
+        waiting = with_engine(lambda e: queries.mentions(e, order_id))
         fail(f"order {order_id!r} is unknown to the read models"
              + (f" ({waiting} event(s) name it; none placed it validly)" if waiting else ""))
 
@@ -99,7 +77,7 @@ def order_show(order_id: str, as_json: JsonOpt = False) -> None:
 @ops_app.command("stuck")
 def ops_stuck(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """Orders past a deadline, held for ops or with payment held: why, and for how long."""
-    rows = _with_engine(lambda e: queries.stuck(e, limit))
+    rows = with_engine(lambda e: queries.stuck(e, limit))
     _emit(as_json, rows, lambda: out.print(table(f"stuck orders ({len(rows)})", rows, (
         "order_id", "shop_id", "status", "problem", "reason", "since", "waiting"))))
 
@@ -107,7 +85,7 @@ def ops_stuck(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
 @ops_app.command("backorders")
 def ops_backorders(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
     """Order lines waiting for stock, oldest first."""
-    rows = _with_engine(lambda e: queries.backorders(e, limit))
+    rows = with_engine(lambda e: queries.backorders(e, limit))
     _emit(as_json, rows, lambda: out.print(table(f"backorders ({len(rows)})", rows, (
         "order_id", "line_id", "sku", "quantity", "allocated", "backordered", "since",
         "waiting"))))
@@ -116,7 +94,7 @@ def ops_backorders(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
 @ops_app.command("suppliers")
 def ops_suppliers(as_json: JsonOpt = False) -> None:
     """The supplier scorecard."""
-    rows = _with_engine(queries.scorecard)
+    rows = with_engine(queries.scorecard)
     _emit(as_json, rows, lambda: out.print(table("supplier scorecard", rows, (
         "supplier_id", "requested", "accepted", "rejected", "acknowledge_sla_misses",
         "dispatch_sla_misses", "on_time_dispatch_rate", "mean_hours_to_dispatch",
@@ -135,7 +113,7 @@ def ops_dead_letters(
     if replay is not None:
         _replay(replay, file)
         return
-    rows = _with_engine(lambda e: queries.dead_letters(e, limit))
+    rows = with_engine(lambda e: queries.dead_letters(e, limit))
     _emit(as_json, rows, lambda: out.print(table(f"dead letters ({len(rows)})", rows, (
         "id", "dead_lettered_at", "consumer", "source_topic", "source_offset", "original_key",
         "rule", "error"))))
@@ -168,7 +146,7 @@ def _replay(letter_id: str, file: Path | None) -> None:
         await queries.record_replay(engine, letter_id, event.id, topic, getpass.getuser())
         return event.id, topic
 
-    event_id, topic = _with_engine(work, settings)
+    event_id, topic = with_engine(work, settings)
     out.print(f"replayed {letter_id} as event {event_id} to {topic}")
 
 
@@ -176,7 +154,7 @@ def _replay(letter_id: str, file: Path | None) -> None:
 def ops_lag(as_json: JsonOpt = False) -> None:
     """Per consumer and partition: checkpoint, last offset written, lag."""
     settings = load_settings()
-    rows = _with_engine(lambda engine: lag_rows(settings, engine), settings)
+    rows = with_engine(lambda engine: lag_rows(settings, engine), settings)
     data = [{"consumer": r.consumer, "topic": r.topic, "partition": r.partition,
              "checkpoint": r.checkpoint, "last_offset": r.last_offset, "lag": r.lag,
              "source": r.source} for r in rows]
@@ -211,6 +189,6 @@ def projections_rebuild(
 
             return await rebuild(engine, chosen, advance)
 
-    result = _with_engine(work, admin=True)  # creates, drops and moves tables
+    result = with_engine(work, admin=True)  # creates, drops and moves tables
     out.print(f"rebuilt {', '.join(result.names)} from {result.events} events: " + ", ".join(
         f"{n} {rows} rows" for n, rows in result.rows.items()))

@@ -32,21 +32,15 @@ from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import LineQuantity
 from events.topics import OPS_COMMANDS
 from pipeline import clock
-from pipeline.db import create_engine
+from pipeline.cli_support import fail, with_engine
 from pipeline.publisher import check_lines, send_valid
-from pipeline.settings import Settings, load_settings
+from pipeline.settings import load_settings
 from projections import queries
 
 out = Console(soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 Reason = Annotated[str, typer.Option("--reason", help="Why (shown in the order's timeline)")]
 Operator = Annotated[str | None, typer.Option(
     help="Who acts (default: your login name); the command's source is ops/<operator>")]
-
-
-def fail(message: str) -> typer.Exit:
-    err.print(f"error: {message}", markup=False)
-    return typer.Exit(1)
 
 
 def operator_of(name: str | None) -> str:
@@ -56,26 +50,18 @@ def operator_of(name: str | None) -> str:
     return safe or "ops"
 
 
-async def _known(settings: Settings, order_id: str) -> bool:
-    engine = create_engine(settings)
-    try:
-        return await queries.order_view(engine, order_id) is not None
-    finally:
-        await engine.dispose()
-
-
 def publish(command: Callable[[datetime], Message], order_id: str,
             operator: str | None) -> None:
     """Steps 1-3 of the module docstring; ``command`` builds the command at a time."""
     settings = load_settings()
-    if not asyncio.run(_known(settings, order_id)):
-        raise fail(f"order {order_id!r} is unknown to the read models")
+    if with_engine(lambda e: queries.order_view(e, order_id), settings) is None:
+        fail(f"order {order_id!r} is unknown to the read models")
     now = clock.now(settings)
     event = wrap(command(now), id=f"ops-{uuid.uuid4()}",
                  source=f"ops/{operator_of(operator)}", time=now)
     outcomes = check_lines([encode(event)], OPS_COMMANDS)
     if outcomes[0].error is not None:
-        raise fail(f"the command is invalid: {outcomes[0].error}")
+        fail(f"the command is invalid: {outcomes[0].error}")
     sent = asyncio.run(send_valid(settings, OPS_COMMANDS, outcomes))[0]
     out.print(f"{event.type} for order {order_id} from {event.source} sent to "
               f"{OPS_COMMANDS}[{sent.partition}] @ {sent.offset} (event {event.id})")
@@ -86,7 +72,7 @@ def _units(lines: list[str]) -> tuple[LineQuantity, ...]:
     for item in lines:
         line_id, sep, units = item.partition("=")
         if not sep or not units.isdigit() or int(units) < 1:
-            raise fail(f"--line {item!r}: expected LINE=UNITS, e.g. --line L2=1")
+            fail(f"--line {item!r}: expected LINE=UNITS, e.g. --line L2=1")
         parsed.append(LineQuantity(line_id=line_id, quantity=int(units)))
     return tuple(parsed)
 
