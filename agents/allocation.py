@@ -22,7 +22,7 @@ from agents.core import allocation as core
 from events.envelope import CloudEvent
 from events.topics import ALLOCATION, SUPPLIER_CATALOG
 from pipeline.schema import allocation_state
-from pipeline.transactional import Incoming, consequences, failed
+from pipeline.transactional import Incoming, derive, failed
 
 CONSUMER = "allocation"
 TOPICS = (ALLOCATION, SUPPLIER_CATALOG)
@@ -110,7 +110,8 @@ def apply_one(state: core.SkuState, inc: Incoming,
         new, payloads = core.apply(state, inc.event.data, inc.event.time)
     except Exception as exc:  # park it, go on
         return state, [failed(inc.record, exc, consumer)]
-    return new, consequences(inc.event, payloads, consumer, time=new.clock or inc.event.time)
+    return new, derive(inc.event, payloads, consumer, time=new.clock,
+                       sequence=inc.event.sequence)  # decisions keep their command's place
 
 
 class AllocationHandler:

@@ -129,39 +129,35 @@ class Cause(Protocol):
 
 
 def derive(cause: Cause, payloads: Sequence[Message], consumer: str, *,
-           time: datetime | None = None, step: int | None = None) -> list[CloudEvent]:
+           time: datetime | None = None, step: int | None = None,
+           sequence: str | None = None) -> list[CloudEvent]:
     """Wrap payloads caused by ``cause``: ids from the cause, at ``time`` (default: the
     cause's time; an agent passes its state's clock, never earlier).
 
     The id depends on the consumer, the cause's (source, id) and the payload's
     position and type, so two agents deriving from one cause never collide, and
     reprocessing the same cause from the same state yields byte-identical events.
-    With ``step`` (the order agent's step that applied the cause), each event also
-    carries the ``sequence`` ``<step>.<n>`` and the ``causationid`` of its cause:
-    the timeline's order.
+    Each event also carries the ``causationid`` of its cause and a ``sequence``: with
+    ``step`` (the order agent's step that applied the cause), ``<step>.<n>``; with
+    ``sequence`` (an agent answering a command that carries an order's sequence, as
+    the allocation agent does), that same place, so an order's timeline shows the
+    answer right after the step that asked. With neither, no extension.
     """
     cause_ref = f"{consumer}|{cause.source}/{cause.id}"
-    causation = {"causationid": f"{cause.source}/{cause.id}"}
+    causation = f"{cause.source}/{cause.id}"
+
+    def place(i: int) -> dict[str, str]:
+        if step is not None:
+            return {"sequence": sequence_of(step, i + 1), "causationid": causation}
+        if sequence is not None:
+            return {"sequence": sequence, "causationid": causation}
+        return {}
+
     return [
         wrap(p, id=derived_id(cause_ref, f"{i}:{p.TYPE}"), source=f"dropship/{consumer}",
-             time=time or cause.time,
-             **({"sequence": sequence_of(step, i + 1), **causation} if step is not None
-                else {}))
+             time=time or cause.time, **place(i))
         for i, p in enumerate(payloads)
     ]
-
-
-def consequences(cause: CloudEvent, payloads: Sequence[Message], consumer: str, *,
-                 time: datetime) -> list[CloudEvent]:
-    """:func:`derive` for an agent answering a command that carries an order's
-    ``sequence`` (the allocation agent's decisions): what it derives keeps that place in
-    the order's history (same ``sequence``, ``causationid`` the command), so an order's
-    timeline shows each decision right after the step that asked for it."""
-    events = derive(cause, payloads, consumer, time=time)
-    if cause.sequence is None:
-        return events
-    place = {"sequence": cause.sequence, "causationid": f"{cause.source}/{cause.id}"}
-    return [e.model_copy(update=place) for e in events]
 
 
 def dead_letter(record: Record, error: DecodeError, consumer: str, index: int = 0,
