@@ -45,6 +45,7 @@ from events.fulfillment import RefundCause
 from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
     DeliveryConfirmed,
+    LineQuantity,
     OrderCancelled,
     OrderPlaced,
     PaymentConfirmed,
@@ -266,7 +267,8 @@ def _apply(order: Order, m: Message, now: datetime, policy: Policy,
     if isinstance(m, ShipmentDelivered | DeliveryConfirmed):
         return shipping.delivered(order, m, now)
     if isinstance(m, OrderCancelled):
-        return _cancelled(order, m, now)
+        return _cancelled(order, m.lines, f"cancelled by the shop: {m.reason}", now,
+                          "lines_cancelled" if m.lines else "order_cancelled")
     if isinstance(m, ReturnRequested):
         return shipping.return_requested(order, m, now, policy)
     if isinstance(m, ReturnReceived):
@@ -316,18 +318,17 @@ def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejec
                            now, policy)
 
 
-def _cancelled(order: Order, m: OrderCancelled, now: datetime) -> Result:
-    """A shop cancels the order (every unit not shipped) or some units of some lines."""
-    reason = f"cancelled by the shop: {m.reason}"
-    if m.lines:
-        unknown = [ln.line_id for ln in m.lines if ln.line_id not in order.lines]
-        if unknown:
-            return order, [Refused(f"cannot cancel unknown line {unknown[0]}")]
-        units = {ln.line_id: ln.quantity for ln in m.lines}
-    else:
-        units = {ln.line_id: ln.wanted for ln in order.lines.values()}
-    return _cancel_or_explain(order, units, reason, now, "order_cancelled" if not m.lines
-                              else "lines_cancelled", whole=not m.lines)
+def _cancelled(order: Order, lines: tuple[LineQuantity, ...], reason: str, now: datetime,
+               refund: RefundCause) -> Result:
+    """A cancellation, by the shop or ops: without ``lines`` every unit not shipped (the
+    order), else those units of those lines; refunded with ``refund`` (the whole order:
+    ``order_cancelled`` when the shop cancels)."""
+    unknown = [ln.line_id for ln in lines if ln.line_id not in order.lines]
+    if unknown:
+        return order, [Refused(f"cannot cancel unknown line {unknown[0]}")]
+    units = ({ln.line_id: ln.quantity for ln in lines} if lines
+             else {ln.line_id: ln.wanted for ln in order.lines.values()})
+    return _cancel_or_explain(order, units, reason, now, refund, whole=not lines)
 
 
 def _cancel_or_explain(order: Order, units: dict[str, int], reason: str, now: datetime,
@@ -358,12 +359,8 @@ def _ops(order: Order, m: Message, now: datetime, operator: str) -> Result:
         order = ledger.write_off(order, now)
         return replace(order, note=f"payment released by {operator}: {m.reason}"[:500]), []
     if isinstance(m, CancelOrder):
-        reason = f"cancelled by {operator}: {m.reason}"
-        if any(ln.line_id not in order.lines for ln in m.lines):
-            return order, [Refused("cannot cancel a line the order does not have")]
-        units = ({ln.line_id: ln.quantity for ln in m.lines} if m.lines
-                 else {ln.line_id: ln.wanted for ln in order.lines.values()})
-        return _cancel_or_explain(order, units, reason, now, "ops_cancelled", whole=not m.lines)
+        return _cancelled(order, m.lines, f"cancelled by {operator}: {m.reason}", now,
+                          "ops_cancelled")
     if isinstance(m, RerouteLine):
         return supply.reroute(order, m.line_id, m.supplier_id,
                               f"line {m.line_id} re-routed to {m.supplier_id} by {operator}: "
