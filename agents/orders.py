@@ -65,6 +65,9 @@ def policy_of(settings: Settings) -> Policy:
         held_payment_window=timedelta(minutes=settings.held_payment_window_minutes),
         backorder_window=timedelta(days=settings.backorder_window_days),
         sla_grace=timedelta(minutes=settings.sla_grace_minutes),
+        default_transit=timedelta(days=settings.default_transit_days),
+        late_grace=timedelta(days=settings.late_delivery_grace_days),
+        max_reships=settings.max_reships_per_line,
     )
 
 

@@ -12,7 +12,11 @@ from events.base import Command, Event, SourceKind
 from events.topics import ALLOCATION, DECISIONS, STOCK
 from events.types import CountryCode, Id, Money, Quantity, Text, Timestamp
 
-BackorderReason = Literal["no_offer", "no_stock", "all_suppliers_excluded"]
+#: Why units are backordered: ``no_offer``: no active offer for the sku;
+#: ``no_route``: active offers exist, none ships to the line's country;
+#: ``all_suppliers_excluded``: every offer that ships there is excluded for the line;
+#: ``no_stock``: some candidate exists, none has (enough, for a no-split offer) stock.
+BackorderReason = Literal["no_offer", "no_route", "no_stock", "all_suppliers_excluded"]
 SupplierIds = Annotated[tuple[Id, ...], Field(max_length=100)]
 #: The line's backordered units once the decision is applied, so that a consumer
 #: never has to guess whether an allocation served a backorder.
@@ -55,7 +59,28 @@ class ReleaseLine(_AllocationCommand):
     supplier_id: Id | None = None
     quantity: Quantity | None = None
     backorder_only: bool = False
+    #: the supplier rejected for out of stock at this time: its budget for the sku is
+    #: 0 until a stock report as of a later time (docs/allocation.md)
+    out_of_stock_at: Timestamp | None = None
     reason: Text
+    requested_at: Timestamp
+
+
+class CommitLine(_AllocationCommand):
+    """``supplier_id`` accepted ``quantity`` reserved units of a line at ``accepted_at``
+    (its own clock): from then its stock reports count them as taken, so the
+    allocation agent stops subtracting them from reports as of ``accepted_at`` or
+    later. Sent by the order agent when it applies a supplier's acceptance (or a
+    dispatch that came without one)."""
+
+    TYPE: ClassVar[str] = "dropship.allocation.commit_line.v1"
+
+    order_id: Id
+    line_id: Id
+    sku: Id
+    supplier_id: Id
+    quantity: Quantity
+    accepted_at: Timestamp
     requested_at: Timestamp
 
 
@@ -78,9 +103,17 @@ class LineAllocated(_Decision):
     supplier_id: Id
     quantity: Quantity
     unit_cost: Money
+    #: the offer's shipping cost per unit to the line's country, in ``unit_cost``'s
+    #: currency (0 for an offer without destinations)
+    shipping_cost: Money | None = None
+    #: the offer's transit days to the line's country (None: the offer does not say)
+    transit_days: Annotated[int, Field(ge=0, le=365)] | None = None
     acknowledge_sla_hours: Annotated[int, Field(ge=1, le=720)]
     dispatch_sla_hours: Annotated[int, Field(ge=1, le=2160)]
     backordered_after: BackorderedAfter = 0
+    #: when the line joined the sku's backorder queue (the allocation agent's time of
+    #: the line's first AllocateLine): backorders are served in this order
+    queued_at: Timestamp | None = None
     allocated_at: Timestamp
 
 
@@ -95,6 +128,9 @@ class LineBackordered(_Decision):
     quantity: Quantity
     reason: BackorderReason
     backordered_after: BackorderedAfter = 0
+    #: when the line joined the sku's backorder queue: backorders are served in this
+    #: order (``dropship ops backorders`` lists them so)
+    queued_at: Timestamp | None = None
     backordered_at: Timestamp
 
 
@@ -131,8 +167,10 @@ class BackorderDropped(_Decision):
 
 
 class SupplierStockChanged(Event):
-    """A (supplier, sku) stock budget after a change: what the supplier last reported,
-    what is reserved against that report, and what remains.
+    """A (supplier, sku) stock budget after a change: what the supplier last reported
+    (or 0 after an out-of-stock rejection), the reserved units that report does not
+    count (not accepted by the supplier by then), and what remains to allocate
+    (never below 0).
 
     ``version`` counts the sku's changes (1, 2, ...; shared by its suppliers): a
     consumer keeps the highest it has seen per (supplier, sku).

@@ -36,6 +36,7 @@ from pydantic_core import PydanticCustomError
 from events.allocation import (
     AllocateLine,
     BackorderDropped,
+    CommitLine,
     LineAllocated,
     LineBackordered,
     LineReleased,
@@ -50,8 +51,11 @@ from events.fulfillment import (
     RefundIssued,
     RefundIssuedV1,
     ReturnAuthorized,
+    ReturnUpdated,
+    ShipmentUpdated,
     SupplierOrderCancelled,
     SupplierOrderRequested,
+    SupplierOrderUpdated,
 )
 from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
@@ -65,6 +69,7 @@ from events.suppliers import (
     ReturnReceived,
     ShipmentDelivered,
     ShipmentDispatched,
+    ShipmentFailed,
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
@@ -84,13 +89,14 @@ CAUSATION_PATTERN = r"^(shop|supplier|ops|dropship)/[A-Za-z0-9][A-Za-z0-9._:-]{0
 MESSAGE_CLASSES: tuple[type[Message], ...] = (
     OrderPlaced, PaymentConfirmed, OrderCancelled, ReturnRequested, DeliveryConfirmed,
     SupplierOrderAccepted, SupplierOrderRejected, ShipmentDispatched, ShipmentDelivered,
-    ReturnReceived,
+    ShipmentFailed, ReturnReceived,
     SupplierOfferUpdated, StockLevelReported,
     ReleasePayment, CancelOrder, RerouteLine, CloseReturn,
-    AllocateLine, ReleaseLine,
+    AllocateLine, ReleaseLine, CommitLine,
     LineAllocated, LineBackordered, LineReleased, BackorderDropped, SupplierStockChanged,
     SupplierOrderRequested, SupplierOrderCancelled, ReturnAuthorized,
-    OrderStatusChanged, RefundIssued, RefundIssuedV1,
+    OrderStatusChanged, RefundIssued, RefundIssuedV1, ShipmentUpdated, SupplierOrderUpdated,
+    ReturnUpdated,
     DeadLetter,
 )
 MESSAGE_TYPES: dict[str, type[Message]] = {cls.TYPE: cls for cls in MESSAGE_CLASSES}

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from events.base import Event, SourceKind
 from events.orders import MAX_LINES, LineQuantity
-from events.suppliers import TrackingNumber
+from events.suppliers import DeliveryException, ReturnCondition, TrackingNumber
 from events.topics import ORDER_STATUS, SUPPLIER_ORDERS
 from events.types import Address, Amount, Id, Money, Quantity, Text, Timestamp, Value
 
@@ -22,8 +22,10 @@ OrderStatus = Literal[
 
 #: Why a supplier order was cancelled. The first three are failovers: the
 #: order agent takes the units away from the supplier and routes them elsewhere.
+#: ``superseded``: a failed-over supplier shipped after all, so the replacement supplier
+#: order that has not shipped is cancelled (the goods are already on their way).
 CancelCause = Literal["rejected", "acknowledge_sla_missed", "dispatch_sla_missed",
-                      "order_cancelled", "lines_cancelled", "rerouted_by_ops"]
+                      "order_cancelled", "lines_cancelled", "rerouted_by_ops", "superseded"]
 FAILOVER_CAUSES: tuple[CancelCause, ...] = (
     "rejected", "acknowledge_sla_missed", "dispatch_sla_missed")
 
@@ -173,6 +175,8 @@ class OrderStatusChanged(_StatusEvent):
     customer_ref: Text | None = None
     ship_to: Address | None = None
     ledger: Ledger | None = None
+    #: a shipment of the order is past its delivery deadline and not delivered
+    late: bool = False
     changed_at: Timestamp
 
 
@@ -180,9 +184,11 @@ class OrderStatusChanged(_StatusEvent):
 #: refund); the cancellations: units that will not be sent; ``late_payment``: a
 #: payment for an order already cancelled; ``overpayment``: paid beyond what is due;
 #: ``wrong_currency``: a payment in another currency than the order's.
+#: ``delivery_failed``: units of a lost, damaged or returned-to-sender shipment that
+#: are not re-shipped.
 RefundCause = Literal["return", "order_cancelled", "lines_cancelled", "ops_cancelled",
                       "payment_expired", "payment_window_closed", "backorder_expired",
-                      "late_payment", "overpayment", "wrong_currency"]
+                      "late_payment", "overpayment", "wrong_currency", "delivery_failed"]
 
 
 class RefundLine(Value):
@@ -224,3 +230,80 @@ class RefundIssuedV1(_StatusEvent):
     rma_id: Id
     amount: Money
     issued_at: Timestamp
+
+
+#: Where a shipment is, as the order agent accepted it: ``in_transit`` until its
+#: ``deliver_by`` deadline, then ``late``; ``delivered``; or a delivery exception.
+ShipmentState = Literal["in_transit", "late", "delivered", "lost", "damaged",
+                        "returned_to_sender"]
+
+
+class ShipmentUpdated(_StatusEvent):
+    """A shipment of an order as the order agent accepted it (shops follow carrier and
+    tracking per shipment with it; ``read.shipments`` is built from it only).
+
+    Published when a dispatch is accepted and whenever its state changes.
+    ``expected_by`` is dispatch time + the offer's transit days to the ship-to
+    country (the default transit when the offer does not say); past ``deliver_by``
+    (``expected_by`` + the late-delivery grace) an undelivered shipment is ``late``.
+    ``flagged`` names a shipment ops must look at: it came from a supplier whose
+    supplier order had been cancelled (a failover, or the shop cancelled) while
+    another supplier also shipped, or after a cancellation of the units.
+    """
+
+    TYPE: ClassVar[str] = "dropship.shipment.updated.v1"
+
+    order_id: Id
+    shop_id: Id
+    supplier_id: Id
+    supplier_order_id: Id
+    shipment_id: Id
+    carrier: Text
+    tracking_number: TrackingNumber
+    lines: Annotated[tuple[LineQuantity, ...], Field(min_length=1, max_length=MAX_LINES)]
+    state: ShipmentState
+    dispatched_at: Timestamp
+    expected_by: Timestamp
+    deliver_by: Timestamp
+    delivered_at: Timestamp | None = None
+    exception: DeliveryException | None = None
+    flagged: bool = False
+    reason: Text | None = None
+    changed_at: Timestamp
+
+
+#: What a supplier said of a supplier order, as the order agent accepted it.
+SupplierOrderAnswer = Literal["accepted", "rejected", "partially_dispatched", "dispatched"]
+
+
+class SupplierOrderUpdated(_StatusEvent):
+    """A supplier's answer or dispatch the order agent accepted for one of the order's
+    supplier orders (``read.supplier_orders`` is built from it, never from a refused
+    supplier event). ``at`` is the supplier's time of it."""
+
+    TYPE: ClassVar[str] = "dropship.supplier_order.updated.v1"
+
+    order_id: Id
+    supplier_order_id: Id
+    supplier_id: Id
+    state: SupplierOrderAnswer
+    reason: Text | None = None
+    at: Timestamp
+    changed_at: Timestamp
+
+
+class ReturnUpdated(_StatusEvent):
+    """A supplier's receipt of returned units that the order agent accepted for an
+    authorized return (``read.returns`` is built from it, never from a refused
+    ``ReturnReceived``)."""
+
+    TYPE: ClassVar[str] = "dropship.return.updated.v1"
+
+    order_id: Id
+    rma_id: Id
+    supplier_id: Id
+    state: Literal["received"]
+    condition: ReturnCondition
+    lines: Annotated[tuple[LineQuantity, ...], Field(min_length=1, max_length=MAX_LINES)]
+    received_at: Timestamp
+    changed_at: Timestamp

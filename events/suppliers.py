@@ -14,6 +14,9 @@ from events.types import Id, Text, Timestamp
 TrackingNumber = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9 -]{0,63}$")]
 RejectReason = Literal["out_of_stock", "cannot_ship_to_country", "other"]
 ReturnCondition = Literal["resellable", "not_resellable"]
+#: What went wrong with a parcel after dispatch (reported by the supplier, from its
+#: carrier): ``lost``, ``damaged`` in transit, or ``returned_to_sender`` (undeliverable).
+DeliveryException = Literal["lost", "damaged", "returned_to_sender"]
 
 
 class _SupplierEvent(Event):
@@ -58,6 +61,21 @@ class ShipmentDispatched(LineQuantities, _SupplierEvent):
     carrier: Text
     tracking_number: TrackingNumber
     dispatched_at: Timestamp
+
+
+class ShipmentFailed(_SupplierEvent):
+    """The carrier will not deliver a shipment: lost, damaged in transit, or returned to
+    the sender. Its units are re-shipped from a supplier or refunded (the policy is in
+    docs/order-lifecycle.md, "Delivery exceptions")."""
+
+    TYPE: ClassVar[str] = "dropship.shipment.failed.v1"
+
+    order_id: Id
+    supplier_id: Id
+    shipment_id: Id
+    exception: DeliveryException
+    detail: Text | None = None
+    reported_at: Timestamp
 
 
 class ShipmentDelivered(_SupplierEvent):

@@ -41,20 +41,23 @@ INPUT_TOPICS: Final[tuple[str, ...]] = (SHOP_ORDERS, SUPPLIER_EVENTS, SUPPLIER_C
 TOPIC_DOCS: Final[dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {
     SHOP_ORDERS: ("Orders, payments, cancellations, returns and delivery confirmations "
                   "from shops.", ("shops",), ("order agent", "projector")),
-    SUPPLIER_EVENTS: ("Acceptances, rejections, shipments, deliveries and returns from "
-                      "suppliers.", ("suppliers",), ("order agent", "projector")),
+    SUPPLIER_EVENTS: ("Acceptances, rejections, shipments, deliveries, delivery exceptions "
+                      "and returns from suppliers.", ("suppliers",),
+                      ("order agent", "projector")),
     SUPPLIER_CATALOG: ("Suppliers' offers and stock levels.", ("suppliers",),
                        ("allocation agent", "projector")),
     OPS_COMMANDS: ("Operators' commands about orders (release a held payment, cancel, "
                    "re-route a line, close a return), published by `dropship ops`.", ("ops",),
                    ("order agent", "projector")),
-    ALLOCATION: ("Commands to reserve or release stock for order lines.", ("order agent",),
-                 ("allocation agent",)),
+    ALLOCATION: ("Commands to reserve, commit or release stock for order lines.",
+                 ("order agent",), ("allocation agent",)),
     DECISIONS: ("Allocation decisions per order line.", ("allocation agent",),
                 ("order agent", "projector")),
     SUPPLIER_ORDERS: ("Orders routed to suppliers, and their cancellations.", ("order agent",),
                       ("suppliers",)),
-    ORDER_STATUS: ("Order status changes and refunds.", ("order agent",),
+    ORDER_STATUS: ("Order status changes, refunds, and the supplier facts the order agent "
+                   "accepted (shipments with carrier and tracking, supplier-order answers, "
+                   "return receipts).", ("order agent",),
                    ("shops", "projector")),
     STOCK: ("Per (supplier, sku) stock budgets after every change the allocation agent "
             "makes.", ("allocation agent",), ("projector",)),

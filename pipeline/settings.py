@@ -106,6 +106,29 @@ class Settings(BaseSettings):
         14.0, gt=0, description="Units backordered this long are cancelled and refunded.")
     return_window_days: float = Field(30.0, gt=0)
     max_reroutes_per_line: int = Field(3, ge=0, le=100)
+    fx_rates: str = Field(
+        "USD=1,EUR=1.08,GBP=1.27,CAD=0.73,AUD=0.66,JPY=0.0067,CHF=1.13,SEK=0.095",
+        pattern=r"^[A-Z]{3}=[0-9]+(\.[0-9]+)?(,[A-Z]{3}=[0-9]+(\.[0-9]+)?)*$",
+        description="The rate table that makes landed costs in different currencies "
+                    "comparable: CODE=value of one unit in a common base, comma-separated. "
+                    "An offer in a currency not listed ranks after those that are "
+                    "(docs/allocation.md, \"Ranking\").")
+    backorder_overtakes: int = Field(
+        3, ge=0, le=1000,
+        description="How many times later lines may be served before a waiting backorder "
+                    "of the same sku; then the stock it can use is kept for it "
+                    "(docs/allocation.md, \"Backorders\").")
+    default_transit_days: int = Field(
+        7, ge=0, le=365,
+        description="Transit days assumed for a shipment whose offer names none for the "
+                    "destination.")
+    late_delivery_grace_days: float = Field(
+        2.0, ge=0, description="How long past its expected delivery a shipment may take "
+                               "before it is late (shops and ops are told).")
+    max_reships_per_line: int = Field(
+        1, ge=0, le=100,
+        description="Times a line's units lost, damaged or returned to sender in transit "
+                    "are sent again; past it they are refunded.")
     held_event_timeout_minutes: float = Field(
         60.0, gt=0, description="How long an early event may wait for its predecessor.")
     max_held_events_per_order: int = Field(50, ge=1, le=10_000)

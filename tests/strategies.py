@@ -92,7 +92,8 @@ def for_annotation(annotation: Any, metadata: list[Any]) -> st.SearchStrategy[An
         return for_annotation(inner, [*metadata, *unpacked])
     if origin in (Union, types.UnionType):
         options = [a for a in get_args(annotation) if a is not type(None)]
-        return st.none() | st.one_of([for_annotation(a, metadata) for a in options])
+        values = st.one_of([for_annotation(a, metadata) for a in options])
+        return st.none() | values if len(options) < len(get_args(annotation)) else values
     if origin is Literal:
         return st.sampled_from(get_args(annotation))
     if origin is tuple:
@@ -127,6 +128,8 @@ def model_tree(model: type[BaseModel]) -> st.SearchStrategy[dict[str, Any]]:
 
 def _fix_up(message: type[Message], data: dict[str, Any]) -> dict[str, Any]:
     """Make the cross-field rules hold: unique line ids, one order currency."""
+    if data.get("destinations"):  # one entry per country
+        data["destinations"] = list({d["country"]: d for d in data["destinations"]}.values())
     lines = data.get("lines")
     if lines:
         data["lines"] = [{**line, "line_id": f"L{i}"} for i, line in enumerate(lines)]

@@ -47,6 +47,12 @@ class Policy:
     #: a supplier's answer stamped by its deadline may still be in transit this long:
     #: its supplier order fails over only then (an answer stamped later fails it over)
     sla_grace: timedelta = timedelta(0)
+    #: transit assumed when the offer names none for the destination
+    default_transit: timedelta = timedelta(days=7)
+    #: a shipment not delivered this long after its expected delivery is late
+    late_grace: timedelta = timedelta(days=2)
+    #: times a line's units lost, damaged or returned to sender are sent again
+    max_reships: int = 1
 
 
 @dataclass(frozen=True)
