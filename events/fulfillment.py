@@ -121,6 +121,9 @@ class LineStatus(Value):
     #: or returned and refunded), in the order's currency
     value: Amount | None = None
     credited: Amount | None = None
+    #: when the line joined its sku's backorder queue at the allocation agent (backorders
+    #: are served in this order); set while units of it are backordered
+    queued_at: Timestamp | None = None
 
 
 class Ledger(Value):
