@@ -71,9 +71,10 @@ class DemoOptions:
 #: Business settings of the demo's worker: at 1200x a real second is 20 minutes, so the
 #: payment window and the hold timeout get room for the pipeline's own latency.
 PAYMENT_WINDOW = timedelta(hours=6)
-#: Carriers take 0-1 day and a parcel is late 3 h after its expected delivery, so that
+#: Carriers deliver the same day (offers state 0 transit days; those that state none get
+#: the default, 1 day) and a parcel is late 3 h after its expected delivery, so that
 #: deliveries, late ones and delivery exceptions happen within the demo's simulated day.
-TRANSIT_DAYS = (0, 1)
+TRANSIT_DAYS = (0, 0)
 LATE_GRACE = timedelta(hours=3)
 DEFAULT_TRANSIT = timedelta(days=1)
 DEMO_ENV = {"DROPSHIP_PAYMENT_WINDOW_MINUTES": f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
