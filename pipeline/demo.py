@@ -9,11 +9,16 @@ Steps:
    (suppliers ship, parcels arrive, customers return things), under a live view
    drawn from the read models;
 4. stop the simulator and wait until every consumer has caught up;
-5. print the summary from the read models (what ``dropship ops ...`` shows) and
-   one order that failed over to a backup supplier, with its timeline;
+5. print the summary from the read models (what ``dropship ops ...`` shows), the
+   late deliveries and delivery exceptions and how they ended (``read.shipments``),
+   the suppliers' books (requests beyond free stock, explained or not; out-of-stock
+   rejections by explanation; parcels by fate) and one order that failed over to a
+   backup supplier, with its timeline;
 6. check the invariants: no oversell, every order finished or waiting for an
    explained reason, every order placed is known, every malformed message
-   dead-lettered;
+   dead-lettered, no supplier asked for units beyond its free stock unless explained
+   by report lag or a race (from the simulator's books), no supplier asked to ship
+   to a country it does not serve;
 7. stop the worker, and the stack if this demo started it (unless ``--keep``).
 Returns True only if every check of step 6 held.
 """
@@ -24,6 +29,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -65,8 +71,16 @@ class DemoOptions:
 #: Business settings of the demo's worker: at 1200x a real second is 20 minutes, so the
 #: payment window and the hold timeout get room for the pipeline's own latency.
 PAYMENT_WINDOW = timedelta(hours=6)
+#: Carriers deliver the same day (offers state 0 transit days; those that state none get
+#: the default, 1 day) and a parcel is late 3 h after its expected delivery, so that
+#: deliveries, late ones and delivery exceptions happen within the demo's simulated day.
+TRANSIT_DAYS = (0, 0)
+LATE_GRACE = timedelta(hours=3)
+DEFAULT_TRANSIT = timedelta(days=1)
 DEMO_ENV = {"DROPSHIP_PAYMENT_WINDOW_MINUTES": f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
-            "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": "720", "DROPSHIP_DEADLINE_CHECK_S": "0.25"}
+            "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": "720", "DROPSHIP_DEADLINE_CHECK_S": "0.25",
+            "DROPSHIP_LATE_DELIVERY_GRACE_DAYS": f"{LATE_GRACE / timedelta(days=1):g}",
+            "DROPSHIP_DEFAULT_TRANSIT_DAYS": f"{DEFAULT_TRANSIT.days}"}
 #: Real seconds a supplier's answer may spend in transit (the pipeline's and the
 #: simulator's latency) before its deadline fails it over: simulated minutes at the
 #: demo's speed (``DROPSHIP_SLA_GRACE_MINUTES``).
@@ -86,6 +100,8 @@ class Outcome:
     missing_dead_letters: list[tuple[str, int, int, str]]
     failed_over: dict[str, Any] | None
     prefix: str
+    books: dict[str, Any] = field(default_factory=dict)
+    deliveries: dict[str, Any] | None = None
 
     @property
     def problems(self) -> list[str]:
@@ -103,6 +119,14 @@ class Outcome:
             if rows:
                 first = ", ".join(f"{r['order_id']}: {r['problem']}" for r in rows[:3])
                 found.append(f"{len(rows)} {name} problems ({first})")
+        if unexplained := self.books.get("unexplained"):
+            first = ", ".join(f"{so} at {sup} short {short}" for sup, so, short in unexplained[:3])
+            found.append(f"{len(unexplained)} supplier orders asked beyond the supplier's free "
+                         f"stock, not explained by report lag or a race ({first})")
+        if cannot := self.books.get("cannot_ship"):
+            first = ", ".join(f"{so} to {country}" for _, so, country in cannot[:3])
+            found.append(f"{len(cannot)} supplier orders sent to a supplier that does not ship "
+                         f"to the country ({first})")
         return found
 
 
@@ -114,10 +138,13 @@ class Driver:
         self.settings, self.options, self.console = settings, options, console
         self.prefix = f"d{options.seed}-{secrets.token_hex(2)}"
         self.world = make_world(options.seed, self.prefix, payment_window=PAYMENT_WINDOW,
-                                shares=Shares().with_overrides(options.shares))
+                                shares=Shares().with_overrides(options.shares),
+                                transit_days=TRANSIT_DAYS, delivery_grace=LATE_GRACE,
+                                default_transit=DEFAULT_TRANSIT)
         self.clock = SimClock(options.speed, file=clock_file)
         self.engine: AsyncEngine = create_engine(settings)
-        self.sim = Simulation(settings, self.world, self.clock)
+        self.sim = Simulation(settings, self.world, self.clock,
+                              report_latency=timedelta(seconds=TRANSIT_S * options.speed))
         self.t0 = time.monotonic()
         self.phase = "starting"
         self.last: tuple[float, int] = (self.t0, 0)
@@ -186,7 +213,50 @@ class Driver:
         missing = [m for m in tally.malformed if m[:3] not in kept]
         order_id = await queries.failed_over_order(self.engine, self.prefix)
         view = None if order_id is None else await queries.order_view(self.engine, order_id)
-        return Outcome(summary, verdict, tally, missing, view, self.prefix)
+        return Outcome(summary, verdict, tally, missing, view, self.prefix,
+                       self.sim.books.summary(), await deliveries(self.engine, self.prefix))
+
+
+#: Whether read.shipments has the order agent's delivery tracking (issue 15's columns).
+TRACKED = text("""
+SELECT count(*) = 4 FROM information_schema.columns
+ WHERE table_schema = 'read' AND table_name = 'shipments'
+   AND column_name IN ('state', 'deliver_by', 'exception', 'flagged')""")
+#: Every shipment of the run, whether it was delivered after its deadline, and for one
+#: that failed whether a later shipment of its order went out (re-shipped), a later
+#: supplier order was requested (re-ship on its way) or a delivery_failed refund issued.
+SHIPMENTS = text("""
+SELECT h.state, h.flagged, h.exception IS NOT NULL AS failed,
+       coalesce(h.delivered_at > h.deliver_by, false) AS delivered_late,
+       EXISTS (SELECT 1 FROM read.shipments r WHERE r.order_id = h.order_id
+                  AND r.dispatched_at > h.dispatched_at) AS reshipped,
+       EXISTS (SELECT 1 FROM read.supplier_orders s WHERE s.order_id = h.order_id
+                  AND s.requested_at > h.dispatched_at) AS reship_requested,
+       EXISTS (SELECT 1 FROM read.refunds f WHERE f.order_id = h.order_id
+                  AND f.cause = 'delivery_failed') AS refunded
+  FROM read.shipments h
+ WHERE h.order_id LIKE :p""")
+
+
+async def deliveries(engine: AsyncEngine, prefix: str) -> dict[str, Any] | None:
+    """Late deliveries and delivery exceptions as the read models show them, and how
+    they ended; None while ``read.shipments`` lacks the delivery-tracking columns."""
+    async with engine.connect() as conn:
+        if not await conn.scalar(TRACKED):
+            return None
+        rows = (await conn.execute(SHIPMENTS, {"p": queries.like(prefix)})).mappings().all()
+    failed = [r for r in rows if r["failed"]]
+    return {
+        "by_state": dict(Counter(r["state"] for r in rows)),
+        "delivered_late": sum(r["delivered_late"] for r in rows),
+        "still_late": sum(r["state"] == "late" for r in rows),
+        "flagged": sum(bool(r["flagged"]) for r in rows),
+        "failed": len(failed),
+        "failed_reshipped": sum(r["reshipped"] for r in failed),
+        "failed_reship_requested": sum(r["reship_requested"] and not r["reshipped"]
+                                       for r in failed),
+        "failed_refunded": sum(r["refunded"] for r in failed),
+    }
 
 
 def show(console: Console, out: Outcome) -> None:
@@ -202,6 +272,7 @@ def show(console: Console, out: Outcome) -> None:
     console.print(table("supplier scorecard", s["suppliers"], (
         "supplier_id", "requested", "accepted", "rejected", "acknowledge_sla_misses",
         "dispatch_sla_misses", "on_time_dispatch_rate", "failovers_away", "returns_rate")))
+    show_deliveries(console, out)
     waiting = ", ".join(f"{k}: {v}" for k, v in sorted(out.verdict.waiting.items()))
     console.print(f"orders by state: {waiting}")
     sent = out.tally
@@ -214,6 +285,30 @@ def show(console: Console, out: Outcome) -> None:
         console.print(f"\n[bold]an order that failed over to a backup supplier[/]: {order_id}")
         for part in order_parts(order_id, out.failed_over, compact=True):
             console.print(part)
+
+
+def show_deliveries(console: Console, out: Outcome) -> None:
+    """Late deliveries and exceptions (read models), and the suppliers' books."""
+    b, d = out.books, out.deliveries
+    if d is None:
+        console.print("late deliveries: read.shipments has no delivery tracking yet; "
+                      "the carriers' side is below")
+    else:
+        console.print(
+            f"late deliveries: {d['delivered_late']} delivered late, {d['still_late']} still "
+            f"late; delivery exceptions {d['failed']}: re-shipped {d['failed_reshipped']}, "
+            f"re-ship requested {d['failed_reship_requested']}, refunded "
+            f"{d['failed_refunded']}; flagged for ops {d['flagged']}; shipments by state: "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(d["by_state"].items())))
+    fates = ", ".join(f"{k}: {v}" for k, v in sorted(b["fates_sent"].items()))
+    console.print(f"carriers (the simulator's books): {b['parcels']} parcels, ended {fates or '-'}"
+                  f"; {b['shipped_after_cancel']} shipped after an SLA cancellation")
+    decisions = ", ".join(f"{k}: {v}" for k, v in sorted(b["decisions"].items()))
+    oos = ", ".join(f"{k}: {v}" for k, v in sorted(b["out_of_stock_by_explanation"].items()))
+    over = ", ".join(f"{k}: {v}" for k, v in sorted(b["over_asks_by_explanation"].items()))
+    console.print(f"suppliers' books: {b['requests']} requests ({decisions}); asked beyond free "
+                  f"stock {b['over_asks']} ({over or 'none'}); out-of-stock rejections by "
+                  f"explanation: {oos or 'none'}; {b['sold_elsewhere']} units sold elsewhere")
 
 
 def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
@@ -247,6 +342,7 @@ def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
                 "prefix": out.prefix, "summary": out.summary, "placed": out.tally.orders,
                 "sent": dict(out.tally.sent), "faults": dict(out.tally.faults),
                 "malformed": out.tally.malformed, "waiting": dict(out.verdict.waiting),
+                "books": out.books, "deliveries": out.deliveries,
                 "problems": out.problems}), indent=2))
         for problem in out.problems:
             console.print(f"[bold red]invariant broken[/]: {problem}")
@@ -255,7 +351,8 @@ def run(settings: Settings, options: DemoOptions, console: Console) -> bool:
                           "waiting for a stated reason, nothing lost, every malformed message "
                           "dead-lettered, refunded <= paid and every cancelled order refunded, "
                           "no supplier order before payment, no failover of a supplier that "
-                          "accepted in time")
+                          "accepted in time, no supplier asked beyond its free stock (bar "
+                          "report lag and races), none asked to ship where it does not")
         return not out.problems
     finally:
         if worker is not None:

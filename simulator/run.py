@@ -45,6 +45,7 @@ from events.topics import ORDER_STATUS, SUPPLIER_ORDERS
 from pipeline.clock import set_file_time
 from pipeline.kafka import client_options, create_producer
 from pipeline.settings import Settings
+from simulator.ledger import Books
 from simulator.messages import Later, Send
 from simulator.shops import Shop
 from simulator.suppliers import REPORT_EVERY, Supplier
@@ -111,10 +112,14 @@ class Simulation:
     """Steps 1-5 of the module docstring. Build it inside the loop that runs it."""
 
     def __init__(self, settings: Settings, world: World, clock: SimClock, *,
-                 react: bool = True, record: Path | None = None) -> None:
+                 react: bool = True, record: Path | None = None,
+                 report_latency: timedelta = timedelta(0)) -> None:
         self.settings, self.world, self.clock, self.react = settings, world, clock, react
         self.shops = [Shop(world, p) for p in world.shops]
-        self.suppliers = [Supplier(world, p) for p in world.suppliers]
+        #: the suppliers' books (simulator/ledger.py): what each was asked, with what free;
+        #: ``report_latency``: how long a published stock report may take to be applied
+        self.books = Books(latency=report_latency)
+        self.suppliers = [Supplier(world, p, self.books) for p in world.suppliers]
         self.tally = Tally()
         self.started_at = self.clock.now()
         self._actors: dict[str, _Actor] = {}
@@ -188,7 +193,9 @@ class Simulation:
                 await asyncio.sleep(min(0.05, (n - elapsed * limits.rate) / limits.rate))
                 continue
             shop = self.shops[n % len(self.shops)]
-            plan = shop.place(self.tally.orders, self.clock.now())
+            now = self.clock.now()
+            self.books.placed[shop.order_id(self.tally.orders)] = now
+            plan = shop.place(self.tally.orders, now)
             if self.placed_at is not None:
                 self.placed_at[shop.order_id(self.tally.orders)] = time.monotonic()
             self.tally.orders += 1

@@ -107,6 +107,13 @@ def test_demo_runs_to_its_summary_which_equals_the_read_models(tmp_path: Path) -
         assert report["placed"] == 150
         assert not report["problems"]
         summary, prefix = report["summary"], report["prefix"]
+        books = report["books"]  # the simulated suppliers' own records
+        assert books["requests"] == sum(books["decisions"].values()) > 0
+        assert "unexplained" not in books["over_asks_by_explanation"]
+        assert not books["cannot_ship"]
+        assert books["fates_sent"].get("on_time", 0) > 0
+        if report["deliveries"] is not None:  # read.shipments tracks deliveries
+            assert report["deliveries"]["delivered_late"] <= books["fates_sent"].get("late", 0)
 
         # --keep left the stack running: count for ourselves
         counted = asyncio.run(_read_models(pg_port, prefix))

@@ -56,4 +56,5 @@ def test_simulate_refuses_a_bad_share_in_one_line(cli_env: Callable[..., dict[st
     assert result.stderr.strip().splitlines() == [
         "error: --share: unknown share 'malformd'; known: pay, pay_late, pay_in_two, overpay, "
         "wrong_currency, cancel, cancel_units, coupon, confirm_delivery, return, defective, "
-        "duplicate, reorder, malformed, reject, silent, late_dispatch, resellable"]
+        "duplicate, reorder, malformed, reject, silent, late_dispatch, ship_anyway, resellable, "
+        "sold_elsewhere, late_delivery, delivery_failed"]

@@ -9,14 +9,17 @@ from decimal import Decimal
 
 import pytest
 
+from events.catalog import SupplierOfferUpdated
 from events.codec import DecodeError, decode
-from events.fulfillment import SupplierOrderLine, SupplierOrderRequested
+from events.fulfillment import SupplierOrderCancelled, SupplierOrderLine, SupplierOrderRequested
 from events.orders import OrderPlaced, PaymentConfirmed
-from events.types import Address
+from events.types import Address, Money
+from simulator.carriers import parcel
+from simulator.ledger import Books, Inventory, Parcel, Receipt
 from simulator.messages import MALFORMED_KINDS, Later, Send, garble
 from simulator.shops import Shop
-from simulator.suppliers import Supplier
-from simulator.world import Shares, make_world
+from simulator.suppliers import MAX_RESTOCKS, REPORT_EVERY, Supplier
+from simulator.world import COUNTRIES, Shares, make_world
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
@@ -154,22 +157,252 @@ def _request(n: int, supplier: str, sku: str, quantity: int, country: str = "FR"
         requested_at=T0)
 
 
+def _supplier(seed: int = 9, **shares: float) -> Supplier:
+    base = {"silent": 0.0, "reject": 0.0, "late_dispatch": 0.0, "late_delivery": 0.0,
+            "delivery_failed": 0.0, **shares}
+    world = make_world(seed, "p", shares=Shares(**base))
+    return Supplier(world, next(s for s in world.suppliers if s.offers))
+
+
+def _country(supplier: Supplier) -> str:
+    return sorted(supplier.profile.countries)[0]
+
+
+def _kinds(sends: list[Send]) -> Counter[str]:
+    return Counter(s.type.split(".")[-2] for s in sends)
+
+
 def test_a_supplier_never_ships_more_than_it_has() -> None:
-    world = make_world(9, "p", shares=Shares(silent=0.0, reject=0.0, late_dispatch=0.0))
-    profile = next(s for s in world.suppliers if s.offers)
-    supplier = Supplier(world, profile)
-    sku = profile.offers[0].sku
-    stock = supplier.stock[sku]
-    country = sorted(profile.countries)[0]
+    supplier = _supplier()
+    sku = supplier.profile.offers[0].sku
+    stock = supplier.inventory.on_hand[sku]
     sends = [s for n in range(stock + 5)
-             for s in _sends(supplier.on_request(_request(n, profile.supplier_id, sku, 1,
-                                                          country), T0))]
-    kinds = Counter(s.type.split(".")[-2] for s in sends)
-    assert kinds["dispatched"] == stock  # one unit each, until the shelf is empty
+             for s in _sends(supplier.on_request(_request(n, supplier.id, sku, 1,
+                                                          _country(supplier)), T0))]
+    kinds = _kinds(sends)
+    assert kinds["dispatched"] == kinds["delivered"] == stock  # one unit each, until empty
     assert kinds["rejected"] == 5
-    assert supplier.stock[sku] == 0
+    assert kinds["reported"] == 0  # never a convenience report after rejecting
+    assert supplier.inventory.on_hand[sku] == 0
     rejected = [decode(s.value).data for s in sends if s.type.endswith("rejected.v1")]
     assert {r.reason for r in rejected} == {"out_of_stock"}  # type: ignore[attr-defined]
+
+
+def test_a_supplier_decides_on_receipt_and_stamps_the_acceptance_with_that_time() -> None:
+    supplier = _supplier()
+    sku = supplier.profile.offers[0].sku
+    stock = supplier.inventory.on_hand[sku]
+    received = T0 + timedelta(minutes=3)
+    first = supplier.on_request(_request(1, supplier.id, sku, stock, _country(supplier)),
+                                received)
+    # the second arrives before the first's acceptance is published: the units are gone
+    second = supplier.on_request(_request(2, supplier.id, sku, 1, _country(supplier)),
+                                 received)
+    assert supplier.inventory.free(sku) == 0
+    accepted = decode(_sends(first)[0].value)
+    assert accepted.type == "dropship.supplier_order.accepted.v1"
+    assert accepted.data.accepted_at == received  # type: ignore[attr-defined]
+    assert accepted.time > received  # published after a delay
+    assert [decode(s.value).data.reason for s in _sends(second)] == [  # type: ignore[attr-defined]
+        "out_of_stock"]
+    books = supplier.books
+    assert [(r.decision, r.lines) for r in books.receipts] == [
+        ("accepted", ((sku, stock, stock),)), ("out_of_stock", ((sku, 1, 0),))]
+    assert [o.shortfall for o in books.over_asks()] == [{sku: 1}]
+
+
+def test_a_cancellation_gives_back_the_units_not_shipped() -> None:
+    supplier = _supplier()
+    sku = supplier.profile.offers[0].sku
+    stock = supplier.inventory.on_hand[sku]
+    first = _request(1, supplier.id, sku, stock, _country(supplier))
+    supplier.on_request(first, T0)
+    assert supplier.inventory.free(sku) == 0
+    supplier.on_cancelled(SupplierOrderCancelled(
+        supplier_order_id="so-1", supplier_id=supplier.id, order_id="o-1", reason="shop",
+        cancelled_at=T0))
+    assert supplier.inventory.free(sku) == stock == supplier.inventory.on_hand[sku]
+    second = _sends(supplier.on_request(_request(2, supplier.id, sku, stock,
+                                                 _country(supplier)), T0))
+    assert _kinds(second)["accepted"] == 1
+
+
+@pytest.mark.parametrize(("share", "shipped"), [(1.0, True), (0.0, False)])
+def test_a_supplier_cancelled_for_its_dispatch_sla_may_ship_anyway(share: float,
+                                                                   shipped: bool) -> None:
+    supplier = _supplier(late_dispatch=1.0, ship_anyway=share)
+    sku = supplier.profile.offers[0].sku
+    plan = supplier.on_request(_request(1, supplier.id, sku, 1, _country(supplier)), T0)
+    answer = plan[0].act(plan[0].at)
+    assert _kinds(answer[0])["accepted"] == 1
+    dispatch = answer[1][0]
+    assert dispatch.at > T0 + timedelta(hours=48)  # after its dispatch deadline
+    supplier.on_cancelled(SupplierOrderCancelled(
+        supplier_order_id="so-1", supplier_id=supplier.id, order_id="o-1", reason="sla",
+        cause="dispatch_sla_missed", cancelled_at=T0 + timedelta(hours=49)))
+    sends = _sends([dispatch])
+    assert (_kinds(sends)["dispatched"] == 1) is shipped
+    assert [p.after_cancel for p in supplier.books.parcels] == ([True] if shipped else [])
+    assert supplier.inventory.free(sku) == supplier.inventory.on_hand[sku]
+
+
+def test_stock_reports_are_snapshots_of_free_units_published_after_a_lag() -> None:
+    supplier = _supplier(sold_elsewhere=0.0)
+    sku = supplier.profile.offers[0].sku
+    supplier.on_request(_request(1, supplier.id, sku, 2, _country(supplier)), T0)
+    free = {k: supplier.inventory.free(k) for k in supplier.inventory.on_hand}
+    sends, plan = supplier.restock(T0)
+    assert sends == []
+    report_at = min(later.at for later in plan)
+    assert T0 <= report_at <= T0 + supplier.world.report_lag
+    restocked = {k: supplier.inventory.free(k) for k in supplier.inventory.on_hand}
+    supplier.on_request(_request(2, supplier.id, sku, 1, _country(supplier)), T0)  # after it
+    report = next(later for later in plan if later.at == report_at).act(report_at)[0]
+    events = [decode(s.value) for s in report]
+    assert {e.data.sku: e.data.available for e in events} == restocked  # type: ignore[attr-defined]
+    assert all(e.data.as_of == T0 and e.time == report_at for e in events)  # type: ignore[attr-defined]
+    assert restocked[sku] >= free[sku]  # restocks only add
+    assert supplier.inventory.free(sku) == restocked[sku] - 1
+
+
+def test_restocks_and_sales_elsewhere_are_bounded_and_free_never_negative() -> None:
+    supplier = _supplier(sold_elsewhere=0.5)
+    start = dict(supplier.inventory.on_hand)
+    now = T0
+    for _ in range(40):
+        supplier.restock(now)
+        now += REPORT_EVERY
+    for sku, units in supplier.inventory.on_hand.items():
+        assert 0 <= units <= start[sku] + MAX_RESTOCKS * 40
+    sold = {k[1]: sum(n for _, n in v) for k, v in supplier.books.sales.items()}
+    assert sum(sold.values()) > 0
+    assert all(supplier.restocked[sku] <= MAX_RESTOCKS for sku in start)
+
+
+def test_an_inventory_matches_an_independent_model_over_random_operations() -> None:
+    rng = random.Random(4)
+    inv = Inventory({"A": 10, "B": 3})
+    shelf = {"A": 10, "B": 3}  # the model: plain dicts
+    promised: dict[str, dict[str, int]] = {}
+    for n in range(3000):
+        op, so = rng.choice(("take", "cancel", "ship", "add", "sell")), f"so-{rng.randint(0, 30)}"
+        sku = rng.choice("AB")
+        if op == "take":
+            need = Counter({sku: rng.randint(1, 4)})
+            fits = so not in promised and shelf[sku] - sum(
+                p.get(sku, 0) for p in promised.values()) >= need[sku]
+            if fits:
+                inv.take(so, need)
+                promised[so] = dict(need)
+            else:
+                with pytest.raises(ValueError, match="cannot promise"):
+                    inv.take(so, need)
+        elif op == "cancel":
+            assert inv.give_back(so) == (Counter(promised.pop(so)) if so in promised else None)
+        elif op == "ship":
+            for k, units in promised.pop(so, {}).items():
+                shelf[k] -= units
+            inv.ship(so)
+        elif op == "add":
+            inv.add(sku, n % 3)
+            shelf[sku] += n % 3
+        else:
+            free = shelf[sku] - sum(p.get(sku, 0) for p in promised.values())
+            assert inv.sell_elsewhere(sku, 2) == min(2, free)
+            shelf[sku] -= min(2, free)
+        for k in "AB":
+            free = shelf[k] - sum(p.get(k, 0) for p in promised.values())
+            assert inv.free(k) == free >= 0
+            assert inv.on_hand[k] == shelf[k]
+
+
+def _receipt(sku: str, asked: int, free: int, at: datetime) -> Receipt:
+    return Receipt(supplier_id="s", supplier_order_id=f"so-{at:%H%M}", order_id="o",
+                   country="FR", requested_at=at, received_at=at,
+                   lines=((sku, asked, free),), decision="out_of_stock")
+
+
+def test_the_books_explain_an_over_ask_by_report_lag_a_race_or_not_at_all() -> None:
+    hour = timedelta(hours=1)
+    books = Books(latency=timedelta(minutes=10))
+    books.placed["o"] = T0 + 3 * hour
+    books.report("s", "K", T0, T0, 5)              # as of T0, known by T0 + 10 min
+    books.sold("s", "K", T0 + 2 * hour, 2)         # sold elsewhere after it
+    books.report("s", "K", T0 + 5 * hour, T0 + 4 * hour, 3)  # counts the sale, from T0+5h
+    lag = _receipt("K", 4, 2, T0 + 4 * hour)       # short 2, sent before the report
+    race = _receipt("K", 4, 2, T0 + 6 * hour)      # the report came, after placement
+    books.placed["o2"] = T0 + 6 * hour
+    unexplained = _receipt("K", 4, 1, T0 + 6 * hour)  # short 3: more than sold
+    books.receipts += [lag, race, unexplained]
+    assert [(o.explanation, o.shortfall) for o in books.over_asks()] == [
+        ("report_lag", {"K": 2}), ("race", {"K": 2}), ("unexplained", {"K": 3})]
+    late = Receipt(**{**race.__dict__, "order_id": "o2"})  # placed after the report: no race
+    assert Books(latency=books.latency, receipts=[late], reports=books.reports,
+                 sales=books.sales, placed=books.placed).over_asks()[0].explanation \
+        == "unexplained"
+
+
+def test_offers_state_the_lanes_suppliers_really_use_in_several_currencies() -> None:
+    for seed in range(6):
+        world = make_world(seed, "p", suppliers=6, skus=80)
+        for profile in world.suppliers:
+            for offer in profile.offers:
+                model = SupplierOfferUpdated(
+                    supplier_id=offer.supplier_id, sku=offer.sku, priority=1,
+                    unit_cost=Money(amount=offer.unit_cost, currency=offer.currency),
+                    lead_time_days=1, acknowledge_sla_hours=2, dispatch_sla_hours=24,
+                    active=True, destinations=offer.destinations, updated_at=T0)
+                assert offer.currency == profile.currency
+                for country in COUNTRIES:
+                    route = model.route(country)
+                    assert (route is None) is (country not in profile.countries)
+                    if route is not None and profile.style != "none":
+                        lane = profile.lanes[country]
+                        assert route == (lane.shipping_cost, lane.transit_days)
+        assert len({p.currency for p in world.suppliers}) == 3
+        assert any(len(p.countries) < len(COUNTRIES) for p in world.suppliers)
+    styles = {p.style for seed in range(20) for p in make_world(seed, "p").suppliers}
+    assert styles == {"named", "star", "none"}
+
+
+def _parcels(n: int, **shares: float) -> list[Parcel]:
+    world = make_world(3, "p", shares=Shares(**shares))
+    profile = world.suppliers[0]
+    country = sorted(profile.countries)[0]
+    return [parcel(world, profile, supplier_order_id=f"so-{i}", order_id="o",
+                   shipment_id=f"so-{i}.parcel", country=country, dispatched_at=T0)
+            for i in range(n)]
+
+
+def test_carriers_deliver_by_the_deadline_mostly_and_a_small_share_late_or_failed() -> None:
+    parcels = _parcels(4000, late_delivery=0.05, delivery_failed=0.03)
+    fates = Counter(p.fate for p in parcels)
+    assert 0.04 < fates["late"] / 4000 < 0.06
+    assert 0.02 < sum(fates[e] for e in ("lost", "damaged", "returned_to_sender")) / 4000 < 0.04
+    assert {f for f in fates if fates[f]} == {"on_time", "late", "lost", "damaged",
+                                              "returned_to_sender"}
+    for p in parcels:
+        assert p.deliver_by - p.expected_by == timedelta(days=2)  # the default grace
+        if p.fate == "on_time":
+            assert p.dispatched_at <= p.ends_at <= p.deliver_by
+        elif p.fate == "late":
+            assert p.ends_at >= p.deliver_by + timedelta(hours=1)
+    assert parcels == _parcels(4000, late_delivery=0.05, delivery_failed=0.03)  # seeded
+
+
+def test_a_parcel_that_fails_is_reported_and_one_returned_to_sender_goes_back_on_the_shelf(
+        ) -> None:
+    supplier = _supplier(delivery_failed=1.0)
+    sku = supplier.profile.offers[0].sku
+    stock = supplier.inventory.on_hand[sku]
+    sends = []
+    for n in range(12):
+        sends += _sends(supplier.on_request(_request(n, supplier.id, sku, 1,
+                                                     _country(supplier)), T0))
+    failed = [decode(s.value).data for s in sends if s.type.endswith("failed.v1")]
+    assert len(failed) == 12 == len(supplier.books.ended)
+    back = sum(f.exception == "returned_to_sender" for f in failed)  # type: ignore[attr-defined]
+    assert supplier.inventory.on_hand[sku] == stock - 12 + back
 
 
 def test_a_supplier_refuses_addresses_it_does_not_ship_to() -> None:
