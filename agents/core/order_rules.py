@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from agents.core import money
+from agents.core import order_delivery as delivery
 from agents.core import order_ledger as ledger
 from agents.core import order_shipping as shipping
 from agents.core import order_supply as supply
@@ -55,6 +56,7 @@ from events.suppliers import (
     ReturnReceived,
     ShipmentDelivered,
     ShipmentDispatched,
+    ShipmentFailed,
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
@@ -93,7 +95,8 @@ def decide(order: Order, message: Message, now: datetime, policy: Policy,
 
 def due(order: Order, now: datetime, policy: Policy) -> Result:
     """Fire every deadline at or before ``now``: payment windows, supplier SLAs,
-    backorders, held events. An order with nothing due is returned as it was."""
+    backorders, late shipments, held events. An order with nothing due is returned as
+    it was."""
     work = _begin(order, now)
     now = work.clock or now
     out: list[Output] = []
@@ -118,6 +121,8 @@ def due(order: Order, now: datetime, policy: Policy) -> Result:
                                          "dispatch_sla_missed", now, policy)
             out += more
     work, more = _expire_backorders(work, now, policy)
+    out += more
+    work, more = delivery.overdue(work, now)
     out += more
     stale = [h for h in work.held if h.held_at + policy.hold_timeout <= now]
     if stale and not work.held_for_ops:
@@ -159,6 +164,9 @@ def next_deadline(order: Order, policy: Policy) -> datetime | None:
                   for ln in order.lines.values() if ln.waiting and ln.backordered_since]
     if order.held and not order.held_for_ops:
         times.append(min(h.held_at for h in order.held) + policy.hold_timeout)
+    late = delivery.next_overdue(order)
+    if late is not None:
+        times.append(late)
     return min(times) if times else None
 
 
@@ -197,6 +205,8 @@ def _applicable(order: Order, message: Message) -> bool:
         return True
     if not order.placed:
         return False
+    if isinstance(message, ShipmentDelivered | ShipmentFailed):
+        return delivery.known(order, message)
     return not (isinstance(message, DeliveryConfirmed) and not order.shipments)
 
 
@@ -237,7 +247,8 @@ def _apply_held(order: Order, policy: Policy) -> Result:
                         for o in more]
                 progress = True
                 break
-    if not order.held and order.held_for_ops:  # only the hold timeout sets the flag
+    if not order.held and order.held_for_ops and order.flag is None:
+        # only the hold timeout sets it then (a flag for ops stays: ops decide)
         order = replace(order, held_for_ops=False, hold_reason=None)
     return order, out
 
@@ -263,9 +274,11 @@ def _apply(order: Order, m: Message, now: datetime, policy: Policy,
     if isinstance(m, SupplierOrderAccepted | SupplierOrderRejected):
         return _supplier_answer(order, m, now, policy)
     if isinstance(m, ShipmentDispatched):
-        return shipping.dispatched(order, m)
+        return delivery.dispatched(order, m, now, policy)
     if isinstance(m, ShipmentDelivered | DeliveryConfirmed):
-        return shipping.delivered(order, m, now)
+        return delivery.delivered(order, m, now)
+    if isinstance(m, ShipmentFailed):
+        return delivery.failed(order, m, now, policy)
     if isinstance(m, OrderCancelled):
         return _cancelled(order, m.lines, f"cancelled by the shop: {m.reason}", now,
                           "lines_cancelled" if m.lines else "order_cancelled")
@@ -313,9 +326,15 @@ def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejec
         if m.accepted_at > so.acknowledge_by:  # within the grace, but too late
             return supply.failover(order, so, f"{so.supplier_id} accepted after its deadline",
                                    "acknowledge_sla_missed", now, policy)
-        return with_supplier_order(order, replace(so, state="accepted")), []
-    return supply.failover(order, so, f"{so.supplier_id} rejected: {m.reason}", "rejected",
-                           now, policy)
+        return with_supplier_order(order, replace(so, state="accepted")), [
+            delivery.answered(order, so, "accepted", m.accepted_at, now),
+            *delivery.commits(order, so, m.accepted_at, now)]
+    reason = f"{so.supplier_id} rejected: {m.reason}" + (f" ({m.detail})" if m.detail else "")
+    order, out = supply.failover(
+        order, so, reason, "rejected", now, policy,
+        out_of_stock_at=m.rejected_at if m.reason == "out_of_stock" else None)
+    return order, [delivery.answered(order, so, "rejected", m.rejected_at, now, m.reason),
+                   *out]
 
 
 def _cancelled(order: Order, lines: tuple[LineQuantity, ...], reason: str, now: datetime,
