@@ -64,15 +64,18 @@ def test_example_1_expected_delivery_and_late_deadline() -> None:
     assert flow.sent(ShipmentUpdated, last=True) == []
     flow.tick(5 * DAY)
     [late] = flow.sent(ShipmentUpdated, last=True)
-    assert late.state == "late" and late.changed_at == T0 + timedelta(days=5)
+    assert late.state == "late"
+    assert late.changed_at == T0 + timedelta(days=5)
     [status] = flow.sent(OrderStatusChanged, last=True)
-    assert status.late and status.status == "dispatched"
+    assert status.late
+    assert status.status == "dispatched"
     assert next_deadline(flow.order, POLICY) is None
     flow.do(delivered("p1", "sa", when=at(6 * DAY)), minute=6 * DAY)
     [done] = flow.sent(ShipmentUpdated, last=True)
     assert (done.state, done.delivered_at) == ("delivered", at(6 * DAY))
     [status] = flow.sent(OrderStatusChanged, last=True)
-    assert not status.late and status.status == "delivered"
+    assert not status.late
+    assert status.status == "delivered"
 
 
 def test_unknown_transit_uses_the_default() -> None:
@@ -149,9 +152,11 @@ def test_refused_supplier_events_publish_no_fact() -> None:
     flow.do(accepted(so, "sb"), dispatched(so, "sb"), dispatched(so, "sa", qty=3))
     assert flow.sent(SupplierOrderUpdated) == flow.sent(ShipmentUpdated) == []
     assert flow.sent(CommitLine) == []
-    flow.do(dispatched(so, "sa", shipment="p1"), delivered("p1", "sa"), return_requested("r1", qty=1))
+    flow.do(dispatched(so, "sa", shipment="p1"), delivered("p1", "sa"),
+            return_requested("r1", qty=1))
     flow.do(return_received("r1", "sb"))  # not authorized to sb
-    assert flow.refused() and flow.sent(ReturnUpdated) == []
+    assert flow.refused()
+    assert flow.sent(ReturnUpdated) == []
     flow.do(return_received("r1", "sa", resellable=False))
     [receipt] = flow.sent(ReturnUpdated, last=True)
     assert (receipt.rma_id, receipt.supplier_id, receipt.condition) == ("r1", "sa",
@@ -221,7 +226,8 @@ def test_without_reships_the_units_are_refunded_at_once() -> None:
     order, out = order_rules.decide(flow.order, failed("p1", "sa"), at(60), policy)
     [refund] = [o for o in out if isinstance(o, RefundIssued)]
     assert (refund.cause, refund.amount.amount) == ("delivery_failed", Decimal("20.00"))
-    assert order.cancelled and [o for o in out if isinstance(o, AllocateLine)] == []
+    assert order.cancelled
+    assert [o for o in out if isinstance(o, AllocateLine)] == []
 
 
 # --- example 5: events about shipments not known yet are held ------------------------------
@@ -230,11 +236,13 @@ def test_example_5_a_delivery_before_its_dispatch_is_held() -> None:
     flow = Flow().do(placed(), allocated("sa", 2), paid())
     so = flow.so_of("sa")
     flow.do(delivered("p1", "sa"), failed("p2", "sa"))
-    assert flow.refused() == [] and len(flow.order.held) == 2
+    assert flow.refused() == []
+    assert len(flow.order.held) == 2
     flow.do(dispatched(so, "sa", shipment="p1", qty=1), minute=5)
     assert [u.state for u in flow.sent(ShipmentUpdated, last=True)] == ["in_transit",
                                                                        "delivered"]
-    assert flow.order.lines["1"].delivered == 1 and len(flow.order.held) == 1
+    assert flow.order.lines["1"].delivered == 1
+    assert len(flow.order.held) == 1
     flow.do(dispatched(so, "sa", shipment="p2", qty=1, tracking="TRK2"), minute=6)
     assert [u.state for u in flow.sent(ShipmentUpdated, last=True)] == ["in_transit", "lost"]
     assert flow.order.held == ()
@@ -263,7 +271,8 @@ def test_example_6_a_late_shipment_cancels_the_unshipped_replacement() -> None:
                                                                  last=True)
     [parcel] = flow.sent(ShipmentUpdated, last=True)
     assert (parcel.supplier_id, parcel.state, parcel.flagged) == ("sa", "in_transit", False)
-    assert flow.status == "dispatched" and flow.order.flag is None
+    assert flow.status == "dispatched"
+    assert flow.order.flag is None
     flow.do(released("sb", 2), delivered("p1", "sa"), minute=DAY + 20)
     assert flow.status == "delivered"
     assert flow.order.lines["1"].allocated == 2
@@ -285,15 +294,19 @@ def test_example_7_both_shipped_flags_the_order_for_ops() -> None:
     flow.do(dispatched(sb, "sb", shipment="p2", tracking="NEW2"), minute=DAY + 5)
     flow.do(dispatched(sa, "sa", shipment="p1", tracking="LATE1"), minute=DAY + 10)
     updates = {u.tracking_number: u for u in flow.sent(ShipmentUpdated, last=True)}
-    assert updates["LATE1"].flagged and updates["NEW2"].flagged
+    assert updates["LATE1"].flagged
+    assert updates["NEW2"].flagged
     assert flow.sent(SupplierOrderCancelled, last=True) == []  # nothing left to cancel
     reason = flow.order.hold_reason or ""
-    assert "LATE1" in reason and "NEW2" in reason
-    assert flow.order.held_for_ops and flow.reason == flow.order.flag
+    assert "LATE1" in reason
+    assert "NEW2" in reason
+    assert flow.order.held_for_ops
+    assert flow.reason == flow.order.flag
     assert flow.status == "dispatched"
     assert flow.order.lines["1"].shipped == 4
     flow.do(delivered("p1", "sa"), delivered("p2", "sb"), minute=DAY + 30)
-    assert flow.order.held_for_ops and flow.reason == reason  # ops decide; it stays
+    assert flow.order.held_for_ops
+    assert flow.reason == reason
 
 
 def test_example_8_a_shipment_after_a_cancellation_is_flagged_and_the_refund_stands() -> None:
@@ -307,7 +320,8 @@ def test_example_8_a_shipment_after_a_cancellation_is_flagged_and_the_refund_sta
     assert (superseded.supplier_order_id, superseded.cause) == (resent, "superseded")
     assert flow.sent(RefundIssued, last=True) == []  # the refund stands
     [parcel] = flow.sent(ShipmentUpdated, last=True)
-    assert parcel.flagged and "OLD1" in (flow.order.hold_reason or "")
+    assert parcel.flagged
+    assert "OLD1" in (flow.order.hold_reason or "")
     line = flow.order.lines["1"]
     assert (line.shipped, line.wanted, line.cancelled) == (3, 2, 1)
     assert flow.order.due() == Decimal("20.00")
@@ -318,8 +332,11 @@ def test_a_shipment_after_the_whole_order_was_cancelled_is_flagged() -> None:
     sa = flow.so_of("sa")
     flow.do(cancelled(), minute=5)
     flow.do(dispatched(sa, "sa", tracking="OOPS"), minute=6)
-    assert flow.refused() == [] and flow.order.flag and "OOPS" in flow.order.flag
-    assert flow.status == "cancelled" and flow.sent(ShipmentUpdated, last=True)[0].flagged
+    assert flow.refused() == []
+    assert flow.order.flag
+    assert "OOPS" in flow.order.flag
+    assert flow.status == "cancelled"
+    assert flow.sent(ShipmentUpdated, last=True)[0].flagged
     assert flow.sent(RefundIssued, last=True) == []
 
 

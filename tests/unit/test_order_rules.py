@@ -321,7 +321,8 @@ def test_supplier_events_that_do_not_match_are_refused() -> None:
     so = flow.so_of("sa")
     flow.do(dispatched(so, "sa", shipment="p1"), delivered("p1", "sb"))
     # sb never dispatched a p1: its delivery waits for that dispatch (held, not applied)
-    assert flow.refused() == [] and [h.message for h in flow.order.held] == [
+    assert flow.refused() == []
+    assert [h.message for h in flow.order.held] == [
         delivered("p1", "sb")]
     assert flow.order.lines["1"].delivered == 0
     flow.do(allocated("sa", 1, line="9"))
