@@ -34,6 +34,7 @@ from agents.core.orders import (
     Result,
     Shipment,
     SupplierOrder,
+    own_supplier_order,
     shipment_key,
     with_line,
     with_supplier_order,
@@ -41,7 +42,13 @@ from agents.core.orders import (
 from events.allocation import CommitLine
 from events.fulfillment import ShipmentUpdated, SupplierOrderAnswer, SupplierOrderUpdated
 from events.orders import DeliveryConfirmed, LineQuantity
-from events.suppliers import ShipmentDelivered, ShipmentDispatched, ShipmentFailed
+from events.suppliers import (
+    ShipmentDelivered,
+    ShipmentDispatched,
+    ShipmentFailed,
+    SupplierOrderAccepted,
+    SupplierOrderRejected,
+)
 
 
 def commits(order: Order, so: SupplierOrder, accepted_at: datetime,
@@ -85,6 +92,31 @@ def _with_shipment(order: Order, key: str, shipment: Shipment) -> Order:
 def known(order: Order, m: ShipmentDelivered | ShipmentFailed) -> bool:
     """The shipment a delivery or an exception is about was dispatched (else it is held)."""
     return shipment_key(m.supplier_id, m.shipment_id) in order.shipments
+
+
+def supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejected,
+                    now: datetime, policy: Policy) -> Result:
+    """A supplier's answer to a live supplier order routed to it: an acceptance in time
+    commits its lines; a late acceptance or a rejection fails it over (an out-of-stock
+    rejection zeroes that supplier's budget for the sku, ``out_of_stock_at``)."""
+    so = own_supplier_order(order, m.supplier_order_id, m.supplier_id)
+    if isinstance(so, Refused):
+        return order, [so]
+    if isinstance(m, SupplierOrderAccepted):
+        if so.state != "requested":
+            return order, []
+        if m.accepted_at > so.acknowledge_by:  # within the grace, but too late
+            return supply.failover(order, so, f"{so.supplier_id} accepted after its deadline",
+                                   "acknowledge_sla_missed", now, policy)
+        return with_supplier_order(order, replace(so, state="accepted")), [
+            answered(order, so, "accepted", m.accepted_at, now),
+            *commits(order, so, m.accepted_at, now)]
+    reason = f"{so.supplier_id} rejected: {m.reason}" + (f" ({m.detail})" if m.detail else "")
+    order, out = supply.failover(
+        order, so, reason, "rejected", now, policy,
+        out_of_stock_at=m.rejected_at if m.reason == "out_of_stock" else None)
+    return order, [answered(order, so, "rejected", m.rejected_at, now, m.reason),
+                   *out]
 
 
 # --- dispatch ------------------------------------------------------------------------------

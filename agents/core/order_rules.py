@@ -31,8 +31,6 @@ from agents.core.orders import (
     Policy,
     Refused,
     Result,
-    own_supplier_order,
-    with_supplier_order,
 )
 from events.allocation import (
     AllocateLine,
@@ -272,7 +270,7 @@ def _apply(order: Order, m: Message, now: datetime, policy: Policy,
     if isinstance(m, LineAllocated | LineBackordered | LineReleased | BackorderDropped):
         return supply.decision(order, m, now, policy)
     if isinstance(m, SupplierOrderAccepted | SupplierOrderRejected):
-        return _supplier_answer(order, m, now, policy)
+        return delivery.supplier_answer(order, m, now, policy)
     if isinstance(m, ShipmentDispatched):
         return delivery.dispatched(order, m, now, policy)
     if isinstance(m, ShipmentDelivered | DeliveryConfirmed):
@@ -313,28 +311,6 @@ def _placed(order: Order, m: OrderPlaced, now: datetime) -> Result:
     return order, [AllocateLine(order_id=m.order_id, line_id=ln.line_id, sku=ln.sku,
                                 quantity=ln.quantity, ship_to_country=m.ship_to.country,
                                 requested_at=now) for ln in m.lines]
-
-
-def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejected,
-                     now: datetime, policy: Policy) -> Result:
-    so = own_supplier_order(order, m.supplier_order_id, m.supplier_id)
-    if isinstance(so, Refused):
-        return order, [so]
-    if isinstance(m, SupplierOrderAccepted):
-        if so.state != "requested":
-            return order, []
-        if m.accepted_at > so.acknowledge_by:  # within the grace, but too late
-            return supply.failover(order, so, f"{so.supplier_id} accepted after its deadline",
-                                   "acknowledge_sla_missed", now, policy)
-        return with_supplier_order(order, replace(so, state="accepted")), [
-            delivery.answered(order, so, "accepted", m.accepted_at, now),
-            *delivery.commits(order, so, m.accepted_at, now)]
-    reason = f"{so.supplier_id} rejected: {m.reason}" + (f" ({m.detail})" if m.detail else "")
-    order, out = supply.failover(
-        order, so, reason, "rejected", now, policy,
-        out_of_stock_at=m.rejected_at if m.reason == "out_of_stock" else None)
-    return order, [delivery.answered(order, so, "rejected", m.rejected_at, now, m.reason),
-                   *out]
 
 
 def _cancelled(order: Order, lines: tuple[LineQuantity, ...], reason: str, now: datetime,
