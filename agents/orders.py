@@ -1,8 +1,13 @@
 """The order agent: a thin adapter from Kafka + Postgres to ``agents.core.order_rules``.
 
-Consumes ``shop.orders``, ``supplier.events``, ``fulfillment.decisions`` and
-``ops.commands``, all keyed by order id, so one worker owns every event of an
-order. What a step derives is stamped with the order's clock and carries its
+Consumes ``shop.orders``, ``supplier.events`` (delivery exceptions,
+``ShipmentFailed``, included), ``fulfillment.decisions`` and ``ops.commands``,
+all keyed by order id, so one worker owns every event of an order. Publishes
+what the rules derive, each on its own type's topic: commands to the allocation
+agent (``AllocateLine``, ``ReleaseLine``, ``CommitLine``), supplier orders, and on
+``fulfillment.order-status`` the status snapshots, refunds and the supplier facts
+the order accepted (``ShipmentUpdated``, ``SupplierOrderUpdated``,
+``ReturnUpdated``). What a step derives is stamped with the order's clock and carries its
 step (the ``sequence`` and ``causationid`` extensions: the timeline's order). State of
 record: one ``order_state`` row per order (the document, the next deadline,
 the order's partition), locked ``FOR UPDATE`` in the batch transaction of the

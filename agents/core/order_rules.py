@@ -18,6 +18,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from agents.core import money
+from agents.core import order_delivery as delivery
 from agents.core import order_ledger as ledger
 from agents.core import order_shipping as shipping
 from agents.core import order_supply as supply
@@ -30,8 +31,6 @@ from agents.core.orders import (
     Policy,
     Refused,
     Result,
-    own_supplier_order,
-    with_supplier_order,
 )
 from events.allocation import (
     AllocateLine,
@@ -55,6 +54,7 @@ from events.suppliers import (
     ReturnReceived,
     ShipmentDelivered,
     ShipmentDispatched,
+    ShipmentFailed,
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
@@ -93,7 +93,8 @@ def decide(order: Order, message: Message, now: datetime, policy: Policy,
 
 def due(order: Order, now: datetime, policy: Policy) -> Result:
     """Fire every deadline at or before ``now``: payment windows, supplier SLAs,
-    backorders, held events. An order with nothing due is returned as it was."""
+    backorders, late shipments, held events. An order with nothing due is returned as
+    it was."""
     work = _begin(order, now)
     now = work.clock or now
     out: list[Output] = []
@@ -118,6 +119,8 @@ def due(order: Order, now: datetime, policy: Policy) -> Result:
                                          "dispatch_sla_missed", now, policy)
             out += more
     work, more = _expire_backorders(work, now, policy)
+    out += more
+    work, more = delivery.overdue(work, now)
     out += more
     stale = [h for h in work.held if h.held_at + policy.hold_timeout <= now]
     if stale and not work.held_for_ops:
@@ -159,6 +162,9 @@ def next_deadline(order: Order, policy: Policy) -> datetime | None:
                   for ln in order.lines.values() if ln.waiting and ln.backordered_since]
     if order.held and not order.held_for_ops:
         times.append(min(h.held_at for h in order.held) + policy.hold_timeout)
+    late = delivery.next_overdue(order)
+    if late is not None:
+        times.append(late)
     return min(times) if times else None
 
 
@@ -197,6 +203,8 @@ def _applicable(order: Order, message: Message) -> bool:
         return True
     if not order.placed:
         return False
+    if isinstance(message, ShipmentDelivered | ShipmentFailed):
+        return delivery.known(order, message)
     return not (isinstance(message, DeliveryConfirmed) and not order.shipments)
 
 
@@ -237,7 +245,8 @@ def _apply_held(order: Order, policy: Policy) -> Result:
                         for o in more]
                 progress = True
                 break
-    if not order.held and order.held_for_ops:  # only the hold timeout sets the flag
+    if not order.held and order.held_for_ops and order.flag is None:
+        # only the hold timeout sets it then (a flag for ops stays: ops decide)
         order = replace(order, held_for_ops=False, hold_reason=None)
     return order, out
 
@@ -261,11 +270,13 @@ def _apply(order: Order, m: Message, now: datetime, policy: Policy,
     if isinstance(m, LineAllocated | LineBackordered | LineReleased | BackorderDropped):
         return supply.decision(order, m, now, policy)
     if isinstance(m, SupplierOrderAccepted | SupplierOrderRejected):
-        return _supplier_answer(order, m, now, policy)
+        return delivery.supplier_answer(order, m, now, policy)
     if isinstance(m, ShipmentDispatched):
-        return shipping.dispatched(order, m)
+        return delivery.dispatched(order, m, now, policy)
     if isinstance(m, ShipmentDelivered | DeliveryConfirmed):
-        return shipping.delivered(order, m, now)
+        return delivery.delivered(order, m, now)
+    if isinstance(m, ShipmentFailed):
+        return delivery.failed(order, m, now, policy)
     if isinstance(m, OrderCancelled):
         return _cancelled(order, m.lines, f"cancelled by the shop: {m.reason}", now,
                           "lines_cancelled" if m.lines else "order_cancelled")
@@ -300,22 +311,6 @@ def _placed(order: Order, m: OrderPlaced, now: datetime) -> Result:
     return order, [AllocateLine(order_id=m.order_id, line_id=ln.line_id, sku=ln.sku,
                                 quantity=ln.quantity, ship_to_country=m.ship_to.country,
                                 requested_at=now) for ln in m.lines]
-
-
-def _supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejected,
-                     now: datetime, policy: Policy) -> Result:
-    so = own_supplier_order(order, m.supplier_order_id, m.supplier_id)
-    if isinstance(so, Refused):
-        return order, [so]
-    if isinstance(m, SupplierOrderAccepted):
-        if so.state != "requested":
-            return order, []
-        if m.accepted_at > so.acknowledge_by:  # within the grace, but too late
-            return supply.failover(order, so, f"{so.supplier_id} accepted after its deadline",
-                                   "acknowledge_sla_missed", now, policy)
-        return with_supplier_order(order, replace(so, state="accepted")), []
-    return supply.failover(order, so, f"{so.supplier_id} rejected: {m.reason}", "rejected",
-                           now, policy)
 
 
 def _cancelled(order: Order, lines: tuple[LineQuantity, ...], reason: str, now: datetime,

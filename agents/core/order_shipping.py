@@ -1,4 +1,5 @@
-"""The order after dispatch: shipments, deliveries and returns (pure transitions).
+"""The order after delivery: returns (pure transitions; parcels are in
+:mod:`agents.core.order_delivery`).
 
 Called by :func:`agents.core.order_rules.decide`; same contract: each returns
 the new order and its outputs, and refuses what it cannot accept. Returns are
@@ -22,68 +23,12 @@ from agents.core.orders import (
     Refused,
     Result,
     Return,
-    Shipment,
-    own_supplier_order,
-    shipment_key,
     with_line,
-    with_supplier_order,
 )
-from events.fulfillment import RefundIssued, ReturnAuthorized
+from events.fulfillment import RefundIssued, ReturnAuthorized, ReturnUpdated
 from events.ops import CloseReturn
-from events.orders import SELLERS_FAULT, DeliveryConfirmed, LineQuantity, ReturnRequested
-from events.suppliers import ReturnReceived, ShipmentDelivered, ShipmentDispatched
-
-
-def dispatched(order: Order, m: ShipmentDispatched) -> Result:
-    so = own_supplier_order(order, m.supplier_order_id, m.supplier_id)
-    if isinstance(so, Refused):
-        return order, [so]
-    if shipment_key(m.supplier_id, m.shipment_id) in order.shipments:
-        return order, []
-    for item in m.lines:
-        if item.line_id not in so.lines:
-            return order, [Refused(f"line {item.line_id} is not in {so.supplier_order_id}")]
-        if item.quantity > so.unshipped(item.line_id):
-            return order, [Refused(
-                f"{item.quantity} units of line {item.line_id} shipped, only "
-                f"{so.unshipped(item.line_id)} routed to {so.supplier_id} and unshipped")]
-    shipped = {**so.shipped}
-    for item in m.lines:
-        shipped[item.line_id] = shipped.get(item.line_id, 0) + item.quantity
-        line = order.lines[item.line_id]
-        order = with_line(order, replace(line, shipped=line.shipped + item.quantity))
-    so = replace(so, shipped=shipped, state="accepted")
-    so = replace(so, state="dispatched") if so.fully_shipped else so
-    shipment = Shipment(m.shipment_id, m.supplier_id, {i.line_id: i.quantity for i in m.lines},
-                        m.carrier, m.tracking_number)
-    order = replace(with_supplier_order(order, so),
-                    shipments={**order.shipments,
-                               shipment_key(m.supplier_id, m.shipment_id): shipment})
-    return order, []
-
-
-def delivered(order: Order, m: ShipmentDelivered | DeliveryConfirmed, now: datetime) -> Result:
-    if isinstance(m, ShipmentDelivered):
-        shipment = order.shipments.get(shipment_key(m.supplier_id, m.shipment_id))
-        if shipment is None or shipment.supplier_id != m.supplier_id:
-            return order, [Refused(f"shipment {m.shipment_id} is not {m.supplier_id}'s")]
-        targets = [shipment]
-    else:
-        targets = list(order.shipments.values())
-    for shipment in targets:
-        if shipment.delivered:
-            continue
-        for line_id, units in shipment.lines.items():
-            line = order.lines[line_id]
-            order = with_line(order, replace(line, delivered=line.delivered + units,
-                                             delivered_at=now))
-        key = shipment_key(shipment.supplier_id, shipment.shipment_id)
-        order = replace(order, shipments={**order.shipments,
-                                          key: replace(shipment, delivered=True)})
-    if order.delivered_at is None and all(ln.delivered >= ln.wanted
-                                          for ln in order.lines.values()):
-        order = replace(order, delivered_at=now)
-    return order, []
+from events.orders import SELLERS_FAULT, LineQuantity, ReturnRequested
+from events.suppliers import ReturnReceived
 
 
 def return_requested(order: Order, m: ReturnRequested, now: datetime, policy: Policy) -> Result:
@@ -164,7 +109,10 @@ def return_received(order: Order, m: ReturnReceived, now: datetime) -> Result:
             out.append(cmd)
     rma = order.returns[m.rma_id]
     rma = replace(rma, received=rma.received | {m.supplier_id})
-    return replace(order, returns={**order.returns, m.rma_id: rma}), out
+    receipt = ReturnUpdated(order_id=order.order_id, rma_id=m.rma_id, supplier_id=m.supplier_id,
+                            state="received", condition=m.condition, lines=m.lines,
+                            received_at=m.received_at, changed_at=now)
+    return replace(order, returns={**order.returns, m.rma_id: rma}), [receipt, *out]
 
 
 def _refund_return(order: Order, rma: Return, units: dict[str, int], now: datetime,

@@ -65,7 +65,8 @@ def _before_dispatch(order: Order, lines: list[Line]) -> OrderStatus:
 
 
 def reason_of(order: Order) -> str | None:
-    """The reason shown with the status: the current step's, else why it is held."""
+    """The reason shown with the status: the current step's, else why it is held (or
+    flagged for ops)."""
     if order.note is not None:
         return order.note
     status = status_of(order)
@@ -76,7 +77,7 @@ def reason_of(order: Order) -> str | None:
     if status == "payment_held":
         return (f"paid {order.paid() - order.refunded} of {order.due()} {order.currency}; "
                 f"waiting for the balance")
-    return None
+    return order.flag  # ops must look at it, whatever its status
 
 
 def ledger_of(order: Order) -> Ledger:
@@ -102,12 +103,12 @@ def line_status(order: Order, ln: Line) -> LineStatus:
         allocations=tuple(SupplierUnits(supplier_id=s, quantity=q)
                           for s, q in held.items() if q)[:MAX_SUPPLIERS],
         reroutes=ln.reroutes, held_for_ops=ln.held, value=ln.goods + ln.shipping,
-        credited=credited)
+        credited=credited, queued_at=ln.queued_at if ln.waiting else None)
 
 
 def status_event(order: Order, now: datetime) -> OrderStatusChanged:
     """The snapshot shops receive: status, reason, every line, suppliers, tracking
-    numbers, the ship-to address and the ledger."""
+    numbers, the ship-to address, the ledger and whether a shipment is late."""
     live = [so for so in order.supplier_orders.values() if so.live]
     return OrderStatusChanged(
         order_id=order.order_id, shop_id=order.shop_id, version=order.version + 1,
@@ -119,5 +120,5 @@ def status_event(order: Order, now: datetime) -> OrderStatusChanged:
         total=Money(amount=order.total(), currency=order.currency) if order.currency else None,
         placed_at=order.placed_at, paid_at=order.paid_at, customer_ref=order.customer_ref,
         ship_to=order.ship_to, ledger=ledger_of(order) if order.currency else None,
-        changed_at=now,
+        late=order.late, changed_at=now,
     )

@@ -48,9 +48,12 @@ Decision = LineAllocated | LineBackordered | LineReleased | BackorderDropped
 
 
 def release(order: Order, line: Line, supplier: str | None, units: int | None, reason: str,
-            now: datetime, backorder_only: bool = False) -> tuple[Line, ReleaseLine]:
+            now: datetime, backorder_only: bool = False,
+            out_of_stock_at: datetime | None = None) -> tuple[Line, ReleaseLine]:
     """A release command; what it gives back stops counting at once (a supplier's units
-    as ``releasing``, backordered units as ``dropping``) until the answer arrives."""
+    as ``releasing``, backordered units as ``dropping``) until the answer arrives.
+    ``out_of_stock_at``: the supplier rejected for out of stock then (its budget for
+    the sku is 0 until a later report)."""
     if supplier is not None and units:
         line = replace(line, releasing={**line.releasing,
                                         supplier: line.releasing.get(supplier, 0) + units})
@@ -58,7 +61,8 @@ def release(order: Order, line: Line, supplier: str | None, units: int | None, r
         line = replace(line, dropping=line.dropping + units)
     return line, ReleaseLine(order_id=order.order_id, line_id=line.line_id, sku=line.sku,
                              supplier_id=supplier, quantity=units, reason=reason[:500],
-                             backorder_only=backorder_only, requested_at=now)
+                             backorder_only=backorder_only, out_of_stock_at=out_of_stock_at,
+                             requested_at=now)
 
 
 def allocate(order: Order, line: Line, units: int, now: datetime,
@@ -80,11 +84,15 @@ def decision(order: Order, m: Decision, now: datetime, policy: Policy) -> Result
     if line is None:
         return order, [Refused(f"decision for unknown line {m.line_id}")]
     line = replace(line, backordered=m.backordered_after)
+    if isinstance(m, LineAllocated | LineBackordered) and m.queued_at is not None:
+        line = replace(line, queued_at=m.queued_at)
     if isinstance(m, LineAllocated):
         line = replace(line, reserved={**line.reserved, m.supplier_id:
                                        line.reserved.get(m.supplier_id, 0) + m.quantity},
                        slas={**line.slas, m.supplier_id: (m.acknowledge_sla_hours,
                                                           m.dispatch_sla_hours)})
+        if m.transit_days is not None:
+            line = replace(line, transit={**line.transit, m.supplier_id: m.transit_days})
     elif isinstance(m, LineReleased):
         line = replace(
             line, reserved={**line.reserved,
@@ -147,7 +155,9 @@ def forward(order: Order, now: datetime) -> Result:
     if not order.paid_at or order.cancelled:
         return order, []
     out: list[Output] = []
-    free = {ln.line_id: ln.wanted - order.sent_to(ln.line_id) for ln in order.lines.values()}
+    # units of failed shipments are in supplier orders but no longer on their way
+    free = {ln.line_id: ln.wanted - order.sent_to(ln.line_id) + ln.failed
+            for ln in order.lines.values()}
     suppliers = sorted({s for ln in order.lines.values() for s in ln.reserved})
     for supplier in suppliers:
         todo = {}
@@ -182,13 +192,14 @@ def _request(order: Order, supplier: str, todo: dict[str, int],
 
 def cancel_supplier_order(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
                           now: datetime) -> tuple[Order, SupplierOrderCancelled]:
-    return with_supplier_order(order, replace(so, state="cancelled")), SupplierOrderCancelled(
+    order = with_supplier_order(order, replace(so, state="cancelled", cause=cause))
+    return order, SupplierOrderCancelled(
         supplier_order_id=so.supplier_order_id, supplier_id=so.supplier_id,
         order_id=order.order_id, reason=reason[:500], cause=cause, cancelled_at=now)
 
 
 def failover(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
-             now: datetime, policy: Policy) -> Result:
+             now: datetime, policy: Policy, out_of_stock_at: datetime | None = None) -> Result:
     """Cancel a supplier order; its supplier is out for each of its lines: every unit of
     such a line it has and has not shipped (other supplier orders of it included) is
     released there and asked for again elsewhere.
@@ -210,18 +221,20 @@ def failover(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
         line = replace(line, excluded=line.excluded | {so.supplier_id},
                        reroutes=line.reroutes + 1, pinned=None)
         units = line.holding(so.supplier_id) - order.shipped_by(line_id, so.supplier_id)
-        order, more = _away_from(order, line, so.supplier_id, units, reason, now, policy)
+        order, more = _away_from(order, line, so.supplier_id, units, reason, now, policy,
+                                 out_of_stock_at)
         out += more
     return replace(order, note=reason[:500]), out
 
 
 def _away_from(order: Order, line: Line, supplier: str, units: int, reason: str,
-               now: datetime, policy: Policy) -> Result:
+               now: datetime, policy: Policy, out_of_stock_at: datetime | None = None) -> Result:
     """Release ``units`` of a line at ``supplier`` (excluded for it) and ask for them
     again elsewhere; past the re-route bound the line is held for ops instead."""
     out: list[Output] = []
     if units > 0:
-        line, cmd = release(order, line, supplier, units, reason, now)
+        line, cmd = release(order, line, supplier, units, reason, now,
+                            out_of_stock_at=out_of_stock_at)
         out.append(cmd)
     if line.reroutes > policy.max_reroutes:
         line = replace(line, held=True)
@@ -239,7 +252,7 @@ def _away_from(order: Order, line: Line, supplier: str, units: int, reason: str,
 def cancel_all(order: Order, reason: str, now: datetime, refund: RefundCause) -> Result:
     """Cancel every unit not shipped yet. With nothing shipped the order is cancelled:
     every live supplier order is cancelled and each line released whole."""
-    if any(ln.shipped for ln in order.lines.values()):
+    if any(ln.dispatched_any for ln in order.lines.values()):
         units = {ln.line_id: ln.wanted - ln.shipped for ln in order.lines.values()}
         return cancel_units(order, units, reason, now, refund, "order_cancelled")
     out: list[Output] = []
@@ -286,9 +299,22 @@ def cancel_units(order: Order, units: dict[str, int], reason: str, now: datetime
 
 def _take(order: Order, line: Line, n: int, reason: str, now: datetime,
           cause: CancelCause) -> Result:
-    out: list[Output] = []
     pending = max(0, line.wanted - line.allocated - line.waiting)
     left = n - min(n, pending)
+    order, out, _ = shed(order, line.line_id, left, reason, now, cause)
+    line = order.lines[line.line_id]
+    return with_line(order, replace(line, cancelled=line.cancelled + n)), out
+
+
+def shed(order: Order, line_id: str, left: int, reason: str, now: datetime,
+         cause: CancelCause) -> tuple[Order, list[Output], int]:
+    """Give back up to ``left`` unshipped units of a line: its backorder first, then units
+    reserved and not sent, then units of live supplier orders (each cancelled with
+    ``cause``, its units of the line released; what it held of other lines is sent
+    again by :func:`forward`). Returns the order, the outputs, and what could not be
+    given back (already shipped)."""
+    out: list[Output] = []
+    line = order.lines[line_id]
     if left and line.waiting:
         units = min(left, line.waiting)
         line, cmd = release(order, line, None, units, reason, now, backorder_only=True)
@@ -300,18 +326,17 @@ def _take(order: Order, line: Line, n: int, reason: str, now: datetime,
             line, cmd = release(order, line, supplier, units, reason, now)
             out.append(cmd)
             left -= units
-    line = replace(line, cancelled=line.cancelled + n)
     order = with_line(order, line)
     for so in sorted(order.supplier_orders.values(), key=lambda s: s.supplier_order_id):
-        units = min(left, so.unshipped(line.line_id)) if so.live else 0
+        units = min(left, so.unshipped(line_id)) if so.live else 0
         if units > 0:
             order, cancelled = cancel_supplier_order(order, so, reason, cause, now)
-            line, cmd = release(order, order.lines[line.line_id], so.supplier_id, units,
+            line, cmd = release(order, order.lines[line_id], so.supplier_id, units,
                                 reason, now)
             order = with_line(order, line)
             out += [cancelled, cmd]
             left -= units
-    return order, out
+    return order, out, left
 
 
 # --- ops: re-route a line ---------------------------------------------------------------------

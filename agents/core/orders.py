@@ -24,7 +24,8 @@ from typing import Literal
 
 from agents.core import money
 from events.base import Message
-from events.fulfillment import OrderStatus
+from events.fulfillment import CancelCause, OrderStatus, ShipmentState
+from events.suppliers import DeliveryException
 from events.types import Address
 
 SupplierOrderState = Literal["requested", "accepted", "dispatched", "cancelled"]
@@ -69,6 +70,10 @@ class Line:
     releasing: dict[str, int] = field(default_factory=dict)
     #: supplier -> (acknowledge SLA, dispatch SLA) in hours, from its offer
     slas: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: supplier -> the offer's transit days to the ship-to country (absent: unknown)
+    transit: dict[str, int] = field(default_factory=dict)
+    #: when the line joined its sku's backorder queue (from the allocation agent)
+    queued_at: datetime | None = None
     backordered: int = 0  # as the allocation agent last said (see :meth:`waiting`)
     #: backordered units the order asked the allocation agent to drop and whose
     #: answer (``BackorderDropped``) it has not seen yet
@@ -77,7 +82,11 @@ class Line:
     #: shipped): the allocation agent gives back everything, nothing to reconcile
     released_all: bool = False
     backordered_since: datetime | None = None
-    shipped: int = 0
+    shipped: int = 0  # units on their way or delivered (not those of failed shipments)
+    #: units of shipments lost, damaged or returned to sender: they stay reserved at
+    #: their supplier (they left its stock) and are re-shipped or cancelled
+    failed: int = 0
+    reships: int = 0  # times units of it were sent again after a delivery exception
     delivered: int = 0
     delivered_at: datetime | None = None  # when units of it were last delivered
     returned: int = 0  # units under authorized returns
@@ -107,7 +116,13 @@ class Line:
 
     @property
     def allocated(self) -> int:
-        return sum(self.holding(s) for s in self.reserved)
+        """Units reserved for the line, not counting those of failed shipments."""
+        return max(0, sum(self.holding(s) for s in self.reserved) - self.failed)
+
+    @property
+    def dispatched_any(self) -> bool:
+        """Units of it were shipped (even if their parcel failed since)."""
+        return bool(self.shipped or self.failed)
 
     @property
     def waiting(self) -> int:
@@ -134,6 +149,7 @@ class SupplierOrder:
     dispatch_by: datetime
     state: SupplierOrderState = "requested"
     shipped: dict[str, int] = field(default_factory=dict)
+    cause: CancelCause | None = None  # why it was cancelled
 
     @property
     def live(self) -> bool:
@@ -149,12 +165,35 @@ class SupplierOrder:
 
 @dataclass(frozen=True)
 class Shipment:
+    """A parcel as the order accepted it (``docs/order-lifecycle.md``, "Delivery")."""
+
     shipment_id: str
     supplier_id: str
     lines: dict[str, int]
     carrier: str
     tracking_number: str
     delivered: bool = False
+    supplier_order_id: str = ""
+    dispatched_at: datetime | None = None  # the supplier's time
+    expected_by: datetime | None = None  # dispatched_at + transit
+    deliver_by: datetime | None = None  # expected_by + the late grace: late after it
+    delivered_at: datetime | None = None
+    late: bool = False  # its deliver_by passed before it was delivered
+    exception: DeliveryException | None = None  # it failed (lost, damaged, returned)
+    flagged: bool = False  # ops must look at it (a reconciliation: both shipped)
+
+    @property
+    def state(self) -> ShipmentState:
+        if self.delivered:
+            return "delivered"
+        if self.exception is not None:
+            return self.exception
+        return "late" if self.late else "in_transit"
+
+    @property
+    def moving(self) -> bool:
+        """Neither delivered nor failed: it may still become late."""
+        return not self.delivered and self.exception is None
 
 
 @dataclass(frozen=True)
@@ -223,6 +262,9 @@ class Order:
     held: tuple[Held, ...] = ()
     held_for_ops: bool = False
     hold_reason: str | None = None  # why it is held for ops (shown while it is)
+    #: ops must look at the order: a shipment came that the order no longer wanted
+    #: (after a failover or a cancellation) while other units were also shipped
+    flag: str | None = None
     note: str | None = None  # the reason of the current step only
     clock: datetime | None = None  # the latest time applied (see the module docstring)
     step: int = 0
@@ -236,6 +278,11 @@ class Order:
     @property
     def placed(self) -> bool:
         return self.placed_at is not None
+
+    @property
+    def late(self) -> bool:
+        """A shipment of it is past its delivery deadline and not delivered."""
+        return any(s.late and s.moving for s in self.shipments.values())
 
     def total(self) -> Decimal:
         return self.subtotal + self.shipping + self.tax - self.discount

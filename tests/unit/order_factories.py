@@ -24,9 +24,12 @@ from events.orders import (
     ReturnRequested,
 )
 from events.suppliers import (
+    DeliveryException,
+    RejectReason,
     ReturnReceived,
     ShipmentDelivered,
     ShipmentDispatched,
+    ShipmentFailed,
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
@@ -65,15 +68,19 @@ def paid(amount: str = "20.00", currency: str = "EUR", ref: str = "p1") -> Payme
 
 
 def allocated(supplier: str, qty: int, line: str = "1", sku: str = "SKU-1", after: int = 0,
-              ack: int = 24, dispatch: int = 72) -> LineAllocated:
+              ack: int = 24, dispatch: int = 72, transit: int | None = None,
+              queued_at: datetime | None = None) -> LineAllocated:
     return LineAllocated(order_id=ORDER, line_id=line, sku=sku, supplier_id=supplier,
                          quantity=qty, unit_cost=eur("4.00"), acknowledge_sla_hours=ack,
-                         dispatch_sla_hours=dispatch, backordered_after=after, allocated_at=T0)
+                         dispatch_sla_hours=dispatch, backordered_after=after,
+                         transit_days=transit, queued_at=queued_at, allocated_at=T0)
 
 
-def backordered(qty: int, line: str = "1", sku: str = "SKU-1") -> LineBackordered:
+def backordered(qty: int, line: str = "1", sku: str = "SKU-1",
+                queued_at: datetime | None = None) -> LineBackordered:
     return LineBackordered(order_id=ORDER, line_id=line, sku=sku, quantity=qty,
-                           reason="no_stock", backordered_after=qty, backordered_at=T0)
+                           reason="no_stock", backordered_after=qty, queued_at=queued_at,
+                           backordered_at=T0)
 
 
 def released(supplier: str, qty: int, line: str = "1", sku: str = "SKU-1") -> LineReleased:
@@ -81,27 +88,34 @@ def released(supplier: str, qty: int, line: str = "1", sku: str = "SKU-1") -> Li
                         quantity=qty, reason="r", released_at=T0)
 
 
-def accepted(so: str, supplier: str) -> SupplierOrderAccepted:
+def accepted(so: str, supplier: str, when: datetime = T0) -> SupplierOrderAccepted:
     return SupplierOrderAccepted(order_id=ORDER, supplier_order_id=so, supplier_id=supplier,
-                                 accepted_at=T0)
+                                 accepted_at=when)
 
 
-def rejected(so: str, supplier: str) -> SupplierOrderRejected:
+def rejected(so: str, supplier: str, reason: RejectReason = "out_of_stock",
+             when: datetime = T0) -> SupplierOrderRejected:
     return SupplierOrderRejected(order_id=ORDER, supplier_order_id=so, supplier_id=supplier,
-                                 reason="out_of_stock", rejected_at=T0)
+                                 reason=reason, rejected_at=when)
 
 
 def dispatched(so: str, supplier: str, shipment: str = "shp1", line: str = "1", qty: int = 2,
-               tracking: str = "TRK1") -> ShipmentDispatched:
+               tracking: str = "TRK1", when: datetime = T0) -> ShipmentDispatched:
     return ShipmentDispatched(order_id=ORDER, supplier_order_id=so, supplier_id=supplier,
                               shipment_id=shipment,
                               lines=(LineQuantity(line_id=line, quantity=qty),),
-                              carrier="Colissimo", tracking_number=tracking, dispatched_at=T0)
+                              carrier="Colissimo", tracking_number=tracking, dispatched_at=when)
 
 
-def delivered(shipment: str, supplier: str) -> ShipmentDelivered:
+def delivered(shipment: str, supplier: str, when: datetime = T0) -> ShipmentDelivered:
     return ShipmentDelivered(order_id=ORDER, supplier_id=supplier, shipment_id=shipment,
-                             delivered_at=T0)
+                             delivered_at=when)
+
+
+def failed(shipment: str, supplier: str, exception: DeliveryException = "lost",
+           when: datetime = T0) -> ShipmentFailed:
+    return ShipmentFailed(order_id=ORDER, supplier_id=supplier, shipment_id=shipment,
+                          exception=exception, reported_at=when)
 
 
 def confirmed() -> DeliveryConfirmed:

@@ -75,9 +75,11 @@ from events.orders import (
     ReturnRequested,
 )
 from events.suppliers import (
+    DeliveryException,
     ReturnReceived,
     ShipmentDelivered,
     ShipmentDispatched,
+    ShipmentFailed,
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
@@ -164,6 +166,11 @@ class OrderLife(RuleBasedStateMachine):
         self.n = 0
         self.causes: set[str] = set()
         self.shipped: Counter[tuple[str, str]] = Counter()  # (supplier, line) -> units
+        self.parcels: dict[str, tuple[LineQuantity, ...]] = {}  # shipment -> its lines
+        self.so_shipped: Counter[tuple[str, str]] = Counter()  # (supplier order, line)
+        self.lost: Counter[str] = Counter()  # line -> units of parcels that failed
+        self.failed: set[str] = set()
+        self.delivered: set[str] = set()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -342,16 +349,61 @@ class OrderLife(RuleBasedStateMachine):
             shipment_id=ship, lines=lines, carrier="DHL", tracking_number=f"T{self.n}",
             dispatched_at=self.now), sender=f"supplier/{r.supplier_id}")
         if not any(isinstance(o, Refused) for o in out):
-            self.shipments.append((r.supplier_id, ship))
-            for ln in lines:
-                self.shipped[(r.supplier_id, ln.line_id)] += ln.quantity
+            self.shipped_parcel(r, ship, lines)
+
+    def shipped_parcel(self, r: SupplierOrderRequested, ship: str,
+                       lines: tuple[LineQuantity, ...]) -> None:
+        self.shipments.append((r.supplier_id, ship))
+        self.parcels[ship] = lines
+        for ln in lines:
+            self.shipped[(r.supplier_id, ln.line_id)] += ln.quantity
+            self.so_shipped[(r.supplier_order_id, ln.line_id)] += ln.quantity
+
+    @precondition(lambda self: bool(self.dead))
+    @rule(pick=st.integers(0, 9))
+    def failed_over_supplier_ships_anyway(self, pick: int) -> None:
+        """A supplier whose supplier order was cancelled (failover, cancellation,
+        superseded) ships what it still had of it: accepted, reconciled."""
+        dead = [r for k, r in sorted(self.requests.items()) if k in self.dead]
+        r = dead[pick % len(dead)]
+        lines = tuple(LineQuantity(line_id=ln.line_id, quantity=left) for ln in r.lines
+                      if (left := ln.quantity - self.so_shipped[(r.supplier_order_id,
+                                                                  ln.line_id)]) > 0)
+        if not lines:
+            return
+        self.n += 1
+        ship = f"p{self.n}"
+        out = self.step(ShipmentDispatched(
+            order_id=OID, supplier_order_id=r.supplier_order_id, supplier_id=r.supplier_id,
+            shipment_id=ship, lines=lines, carrier="DHL", tracking_number=f"T{self.n}",
+            dispatched_at=self.now), sender=f"supplier/{r.supplier_id}")
+        assert not any(isinstance(o, Refused) for o in out), out
+        self.shipped_parcel(r, ship, lines)
+
+    def moving(self) -> list[tuple[str, str]]:
+        return [(s, p) for s, p in self.shipments if p not in self.failed | self.delivered]
+
+    @precondition(lambda self: bool(self.moving()))
+    @rule(pick=st.integers(0, 9),
+          exception=st.sampled_from(["lost", "damaged", "returned_to_sender"]))
+    def carrier_fails(self, pick: int, exception: DeliveryException) -> None:
+        supplier, ship = self.moving()[pick % len(self.moving())]
+        out = self.step(ShipmentFailed(order_id=OID, supplier_id=supplier, shipment_id=ship,
+                                       exception=exception, reported_at=self.now),
+                        sender=f"supplier/{supplier}")
+        if ship not in self.failed and not any(isinstance(o, Refused) for o in out):
+            self.failed.add(ship)
+            for ln in self.parcels[ship]:
+                self.lost[ln.line_id] += ln.quantity
 
     @precondition(lambda self: bool(self.shipments))
     @rule(pick=st.integers(0, 9))
     def carrier_delivers(self, pick: int) -> None:
         supplier, ship = self.shipments[pick % len(self.shipments)]
-        self.step(ShipmentDelivered(order_id=OID, supplier_id=supplier, shipment_id=ship,
-                                    delivered_at=self.now), sender=f"supplier/{supplier}")
+        out = self.step(ShipmentDelivered(order_id=OID, supplier_id=supplier, shipment_id=ship,
+                                          delivered_at=self.now), sender=f"supplier/{supplier}")
+        if not any(isinstance(o, Refused) for o in out):
+            self.delivered.add(ship)
 
     @precondition(lambda self: bool(self.returns))
     @rule(pick=st.integers(0, 9))
@@ -393,10 +445,11 @@ class OrderLife(RuleBasedStateMachine):
         if not any(isinstance(o, Refused) for o in out):
             self.closed[rma] = refund
 
-    @rule()
-    def everyone_does_their_part(self) -> None:
+    @rule(lose=st.booleans())
+    def everyone_does_their_part(self, lose: bool) -> None:
         """The common path, so that runs reach deliveries and returns: queues drained,
-        the balance paid, every live supplier order accepted, shipped and delivered."""
+        the balance paid, every live supplier order accepted, shipped and delivered
+        (``lose``: the first parcel not delivered yet is lost instead)."""
         self.drain()
         if self.kept() > self.net():
             self.shop_pays("exact")
@@ -407,6 +460,8 @@ class OrderLife(RuleBasedStateMachine):
                       sender=f"supplier/{r.supplier_id}")
             if r in self.live():  # an answer after its deadline fails it over instead
                 self.supplier_ships(self.live().index(r), part=False)
+        if lose and self.moving():
+            self.carrier_fails(0, "lost")
         for i in range(len(self.shipments)):
             self.carrier_delivers(i)
         self.drain()
@@ -440,6 +495,7 @@ class OrderLife(RuleBasedStateMachine):
     def teardown(self) -> None:
         event(f"ended {status_of(self.order)}")
         event(f"refunds: {sorted(set(r for r in self.causes))}")
+        event(f"parcels failed: {bool(self.failed)}, flagged: {self.order.flag is not None}")
 
     @invariant()
     def refunded_at_most_paid(self) -> None:  # 1
@@ -458,9 +514,13 @@ class OrderLife(RuleBasedStateMachine):
             state = self.skus[line.sku].lines.get((OID, line.line_id))
             wanted = order.lines[line.line_id].wanted
             if state is not None:
-                assert state.allocated + state.backordered <= wanted, (state, wanted)
-                if order.cancelled:
-                    assert (state.backordered, state.allocated) == (0, 0), state
+                # units of failed parcels stay reserved (they left the supplier's stock)
+                lost = self.lost[line.line_id]
+                assert state.allocated + state.backordered <= wanted + lost, (state, wanted)
+                if order.cancelled:  # nothing but units that were shipped
+                    shipped = sum(n for (_, k), n in self.shipped.items() if k == line.line_id)
+                    assert state.backordered == 0, state
+                    assert state.allocated <= shipped, state
                 out = order.lines[line.line_id].excluded - {state.pinned}  # failed over
                 for supplier in out:  # nothing stays reserved there, unsent
                     held = sum(r.quantity for r in state.reservations

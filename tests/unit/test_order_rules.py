@@ -320,7 +320,11 @@ def test_supplier_events_that_do_not_match_are_refused() -> None:
     assert flow.refused() == ["supplier order so-unknown was not routed to sa"]
     so = flow.so_of("sa")
     flow.do(dispatched(so, "sa", shipment="p1"), delivered("p1", "sb"))
-    assert flow.refused() == ["shipment p1 is not sb's"]
+    # sb never dispatched a p1: its delivery waits for that dispatch (held, not applied)
+    assert flow.refused() == []
+    assert [h.message for h in flow.order.held] == [
+        delivered("p1", "sb")]
+    assert flow.order.lines["1"].delivered == 0
     flow.do(allocated("sa", 1, line="9"))
     assert flow.refused() == ["decision for unknown line 9"]
 
@@ -351,11 +355,14 @@ def test_a_held_line_gives_up_its_backorder() -> None:
 def test_a_held_event_refused_later_is_named_in_the_refusal() -> None:
     from agents.core.orders import Refused
 
-    flow = Flow().do(accepted("so-x", "sa"), delivered("shp-x", "sa"))  # both held
+    flow = Flow().do(accepted("so-x", "sa"), dispatched("so-x", "sa"),
+                     delivered("shp-x", "sa"))  # all held
     flow.do(placed())
     refusals = [o for o in flow.last if isinstance(o, Refused)]
     assert [type(r.held).__name__ for r in refusals] == ["SupplierOrderAccepted",
-                                                         "ShipmentDelivered"]
+                                                         "ShipmentDispatched"]
+    # a delivery of a shipment never dispatched keeps waiting for its dispatch
+    assert [type(h.message).__name__ for h in flow.order.held] == ["ShipmentDelivered"]
 
 
 def test_status_events_stay_valid_with_many_suppliers_and_parcels() -> None:

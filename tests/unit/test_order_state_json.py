@@ -36,3 +36,19 @@ def test_held_events_survive_json() -> None:
     flow = Flow().do(paid("20.00"))
     assert flow.order.held
     _round_trip(flow)
+
+
+def test_parcels_late_failed_and_flagged_survive_json() -> None:
+    from tests.unit.order_factories import at, failed
+
+    flow = Flow().do(placed(("1", "SKU-1", 2, "10.00")), allocated("sa", 2, transit=3,
+                                                                   queued_at=at(0)),
+                     paid("20.00"))
+    first = flow.so_of("sa")
+    flow.do(dispatched(first, "sa", shipment="p1", qty=1), failed("p1", "sa"))
+    flow.do(allocated("sa", 1), dispatched(first, "sa", shipment="p2", qty=1, tracking="T2"))
+    flow.tick(60 * 24 * 6)  # p2 late (3 + 2 days); the re-shipment's dispatch SLA fails over
+    assert flow.order.shipments["sa/p2"].late
+    assert flow.order.shipments["sa/p1"].exception == "lost"
+    assert flow.order.lines["1"].transit == {"sa": 3}
+    _round_trip(flow)
