@@ -200,27 +200,24 @@ def cancel_supplier_order(order: Order, so: SupplierOrder, reason: str, cause: C
 
 def failover(order: Order, so: SupplierOrder, reason: str, cause: CancelCause,
              now: datetime, policy: Policy, out_of_stock_at: datetime | None = None) -> Result:
-    """Cancel a supplier order; its supplier is out for each of its lines: every unit of
-    such a line it has and has not shipped (other supplier orders of it included) is
-    released there and asked for again elsewhere.
+    """Cancel a supplier order; its supplier is out for each of its lines (never asked
+    for more of them): the order's unshipped units, and any units of those lines reserved
+    there and not sent, are released there and asked for again elsewhere.
 
-    Per line and supplier, not per supplier order: the allocation agent releases a
-    supplier's reservations of a line newest first, whichever supplier order they were
-    for, so only releasing them all leaves its books and the live supplier orders alike.
+    Only this supplier order: another live supplier order of the same supplier (units of
+    the line sent earlier or later) stands on its own answer and deadlines, so an
+    accepted one is never cancelled for a sibling's miss. The allocation agent releases
+    counts per line and supplier, so releasing exactly the units no live supplier order
+    holds keeps its books and the order's alike.
     """
     order, cancelled = cancel_supplier_order(order, so, reason, cause, now)
     out: list[Output] = [cancelled]
     lines = sorted(k for k in so.lines if so.unshipped(k) > 0)
-    for other in sorted(order.supplier_orders.values(), key=lambda s: s.supplier_order_id):
-        if other.live and other.supplier_id == so.supplier_id \
-                and any(other.unshipped(k) for k in lines):
-            order, also = cancel_supplier_order(order, other, reason, cause, now)
-            out.append(also)
     for line_id in lines:
         line = order.lines[line_id]
         line = replace(line, excluded=line.excluded | {so.supplier_id},
                        reroutes=line.reroutes + 1, pinned=None)
-        units = line.holding(so.supplier_id) - order.shipped_by(line_id, so.supplier_id)
+        units = line.holding(so.supplier_id) - order.sent_to(line_id, so.supplier_id)
         order, more = _away_from(order, line, so.supplier_id, units, reason, now, policy,
                                  out_of_stock_at)
         out += more

@@ -479,3 +479,20 @@ def test_a_held_event_of_another_shop_is_refused_when_the_order_arrives() -> Non
     assert refusals[0].held == paid()  # the dead letter carries the held payment
     assert order.paid_at is None
     assert order.held == ()
+
+
+def test_a_missed_sla_cancels_only_that_supplier_order_not_an_accepted_sibling() -> None:
+    # 1 unit sent to sa and accepted; the backordered unit, served by sa later, is sent
+    # in a second supplier order that sa never accepts
+    flow = Flow().do(placed(), allocated("sa", 1, ack=2, after=1), paid(), minute=1)
+    first = flow.so_of("sa")
+    flow.do(accepted(first, "sa"), minute=2)
+    flow.do(allocated("sa", 1, ack=2), minute=30)
+    second = next(so for so in flow.order.supplier_orders if so != first)
+    flow.tick(151)  # second's acknowledge deadline (30 + 120) has passed, not first's
+    assert [(c.supplier_order_id, c.cause) for c in flow.sent(SupplierOrderCancelled)] == [
+        (second, "acknowledge_sla_missed")]
+    assert flow.order.supplier_orders[first].state == "accepted"
+    assert [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine, last=True)] == [("sa", 1)]
+    again = any_of(flow.sent(AllocateLine, last=True))
+    assert (again.quantity, again.excluded_suppliers) == (1, ("sa",))
