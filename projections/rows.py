@@ -1,14 +1,15 @@
 """Events -> read-model rows: plain functions, no I/O.
 
 :func:`rows_of` turns one decoded event (and where it was read) into the rows
-it contributes, per read model. What a supplier says (acceptances, rejections,
-dispatches, deliveries, delivery exceptions, return receipts) reaches the read
-models only as the order agent accepted it (``ShipmentUpdated``,
-``SupplierOrderUpdated``, ``ReturnUpdated``): a raw supplier event, which the
-order agent may refuse, is in the timeline only. How a row merges with the one already stored
-(snapshot version, first report wins, earliest wins, set union) is decided by
-:mod:`projections.store`; here every row lists all the columns of its table
-that the event knows, the others being ``None``.
+it contributes, per read model. How a row merges with the one already stored
+(snapshot version, newest update, first report wins, earliest wins, set union)
+is decided by :mod:`projections.store`; here every row lists all the columns of
+its table that the event knows, the others being ``None``.
+
+What a supplier says (acceptances, rejections, dispatches, deliveries, delivery
+exceptions, return receipts) reaches the read models only as the order agent
+accepted it (``ShipmentUpdated``, ``SupplierOrderUpdated``, ``ReturnUpdated``): a
+raw supplier event, which the order agent may refuse, is in the timeline only.
 """
 
 from __future__ import annotations
