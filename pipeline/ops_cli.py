@@ -36,9 +36,10 @@ from projections import queries
 from projections.catchup import lag_rows
 from projections.rebuild import NAMES, count_events, rebuild
 
-ops_app = typer.Typer(help="What ops ask (stuck orders, backorders, suppliers, dead letters, "
-                           "lag) and what they do (release a payment, cancel, re-route, "
-                           "close a return: commands through Kafka).", no_args_is_help=True)
+ops_app = typer.Typer(help="What ops ask (stuck orders, backorders, late shipments, "
+                           "suppliers, dead letters, lag) and what they do (release a "
+                           "payment, cancel, re-route, close a return: commands through "
+                           "Kafka).", no_args_is_help=True)
 order_app = typer.Typer(help="One order, as the read models show it.", no_args_is_help=True)
 projections_app = typer.Typer(help="The read models in Postgres.", no_args_is_help=True)
 
@@ -84,21 +85,40 @@ def ops_stuck(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
 
 @ops_app.command("backorders")
 def ops_backorders(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
-    """Order lines waiting for stock, oldest first."""
+    """Order lines waiting for stock, in the order they will be served: per sku, by
+    their place in its queue (queued_at, then order id, line id)."""
     rows = with_engine(lambda e: queries.backorders(e, limit))
-    _emit(as_json, rows, lambda: out.print(table(f"backorders ({len(rows)})", rows, (
-        "order_id", "line_id", "sku", "quantity", "allocated", "backordered", "since",
-        "waiting"))))
+    _emit(as_json, rows, lambda: out.print(table(
+        f"backorders ({len(rows)}), in the order they will be served: per sku by queued_at",
+        rows, ("sku", "place", "order_id", "line_id", "quantity", "allocated", "backordered",
+               "queued_at", "since", "waiting"))))
+
+
+@ops_app.command("late")
+def ops_late(as_json: JsonOpt = False, limit: LimitOpt = 100) -> None:
+    """Shipments past their delivery deadline (by the pipeline's clock) and neither
+    delivered nor failed, oldest deadline first."""
+    rows = with_engine(lambda e: queries.late(e, limit))
+    _emit(as_json, rows, lambda: out.print(table(f"late shipments ({len(rows)})", rows, (
+        "order_id", "supplier_id", "carrier", "tracking_number", "lines", "state",
+        "deliver_by", "days_late", "flagged"))))
 
 
 @ops_app.command("suppliers")
 def ops_suppliers(as_json: JsonOpt = False) -> None:
-    """The supplier scorecard."""
+    """The supplier scorecard: answers and dispatch SLAs, then deliveries."""
     rows = with_engine(queries.scorecard)
-    _emit(as_json, rows, lambda: out.print(table("supplier scorecard", rows, (
-        "supplier_id", "requested", "accepted", "rejected", "acknowledge_sla_misses",
-        "dispatch_sla_misses", "on_time_dispatch_rate", "mean_hours_to_dispatch",
-        "failovers_away", "returns_rate"))))
+
+    def render() -> None:
+        out.print(table("supplier scorecard", rows, (
+            "supplier_id", "requested", "accepted", "rejected", "acknowledge_sla_misses",
+            "dispatch_sla_misses", "on_time_dispatch_rate", "mean_hours_to_dispatch",
+            "failovers_away", "returns_rate")))
+        out.print(table("supplier deliveries", rows, (
+            "supplier_id", "shipments", "delivered", "on_time_delivery_rate",
+            "mean_transit_days", "delivery_exceptions", "flagged_shipments")))
+
+    _emit(as_json, rows, render)
 
 
 @ops_app.command("dead-letters")

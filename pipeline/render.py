@@ -67,7 +67,9 @@ def order_parts(order_id: str, view: dict[str, Any], *,
     cur = cell(o.get("currency"))
     parts.append(f"[bold]{order_id}[/] shop {cell(o.get('shop_id'))}: "
                  f"[bold]{cell(o.get('status'))}[/] since {cell(o.get('status_since'))}"
-                 f"  total {cell(o.get('total'))} {cur}")
+                 f"  total {cell(o.get('total'))} {cur}"
+                 + ("  [bold red]LATE[/] (a shipment is past its delivery deadline)"
+                    if o.get("late") else ""))
     parts.append(f"customer {cell(o.get('customer_ref'))}   ship to {address(o.get('ship_to'))}")
     parts.append(f"suppliers: {cell(o.get('suppliers'))}   tracking: "
                  f"{cell(o.get('tracking_numbers'))}   last reason: "
@@ -80,9 +82,9 @@ def order_parts(order_id: str, view: dict[str, Any], *,
         "supplier_order_id", "supplier_id", "units", "requested_at", "accepted_at",
         "rejected_at", "cancel_cause", "dispatched_at")))
     if view["shipments"]:
-        parts.append(table("shipments", view["shipments"], (
-            "shipment_id", "supplier_id", "carrier", "tracking_number", "units",
-            "dispatched_at", "delivered_at")))
+        parts.append(table("shipments", [{**s, "marks": marks(s)} for s in view["shipments"]], (
+            "shipment_id", "supplier_id", "carrier", "tracking_number", "lines", "units",
+            "state", "dispatched_at", "expected_by", "delivered_at", "marks")))
     if view["returns"]:
         parts.append(table("returns", view["returns"], (
             "rma_id", "state", "lines", "authorized_by", "received_by", "refunded_at")))
@@ -96,6 +98,14 @@ def order_parts(order_id: str, view: dict[str, Any], *,
 
 #: The ledger columns ``order show`` prints, in the contract's reading order.
 LEDGER = tuple(name for name in Ledger.model_fields if name != "currency")
+
+
+def marks(shipment: dict[str, Any]) -> list[str]:
+    """What ops must notice about a shipment: late, flagged (with its reason)."""
+    out = ["late"] if shipment.get("late") else []
+    if shipment.get("flagged"):
+        out.append(f"flagged: {shipment['reason']}" if shipment.get("reason") else "flagged")
+    return out
 
 
 def address(value: dict[str, Any] | None) -> str:

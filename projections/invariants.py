@@ -52,7 +52,8 @@ SELECT o.order_id, o.status, o.last_reason,
                              ELSE s.dispatch_by END > :now - :grace)
       THEN 'waiting for supplier'
     WHEN EXISTS (SELECT 1 FROM read.shipments h
-                  WHERE h.order_id = o.order_id AND h.delivered_at IS NULL) THEN 'in transit'
+                  WHERE h.order_id = o.order_id AND h.delivered_at IS NULL
+                    AND h.state IN ('in_transit', 'late')) THEN 'in transit'
     WHEN o.status_since > :now - :grace THEN 'in progress'
   END AS waiting
   FROM read.order_status o

@@ -47,11 +47,20 @@ async def order_view(engine: AsyncEngine, order_id: str) -> Row | None:
             "order": dict(order._mapping),
             "lines": await of(T.order_lines, T.order_lines.c.line_id),
             "supplier_orders": await of(T.supplier_orders, T.supplier_orders.c.requested_at),
-            "shipments": await of(T.shipments, T.shipments.c.dispatched_at),
+            "shipments": _rows(await conn.execute(SHIPMENTS, {"o": order_id})),
             "returns": await of(T.returns, T.returns.c.requested_at),
             "refunds": await of(T.refunds, T.refunds.c.issued_at, T.refunds.c.refund_id),
             "timeline": _rows(await conn.execute(TIMELINE, {"o": order_id})),
         }
+
+
+#: An order's shipments, first dispatched first, with ``late``: in state late, or in
+#: transit past its delivery deadline by the pipeline's clock.
+SHIPMENTS = text("""
+SELECT s.*, (s.state = 'late' OR (s.state = 'in_transit' AND s.delivered_at IS NULL
+                                   AND s.deliver_by < read.pipeline_now())) AS late
+  FROM read.shipments s WHERE s.order_id = :o
+ ORDER BY s.dispatched_at, s.supplier_id, s.shipment_id""")
 
 
 async def mentions(engine: AsyncEngine, order_id: str) -> int:
@@ -95,10 +104,20 @@ async def stuck(engine: AsyncEngine, limit: int = 100) -> list[Row]:
 
 
 async def backorders(engine: AsyncEngine, limit: int = 100) -> list[Row]:
+    """Backordered lines in the order they will be served: per sku (sku by sku), by
+    their place in its queue (``queued_at``, then order id, line id)."""
     async with engine.connect() as conn:
         return _rows(await conn.execute(text(
-            "SELECT * FROM read.backorders ORDER BY since, order_id, line_id LIMIT :n"),
-            {"n": limit}))
+            "SELECT * FROM read.backorders ORDER BY sku, place LIMIT :n"), {"n": limit}))
+
+
+async def late(engine: AsyncEngine, limit: int = 100) -> list[Row]:
+    """Shipments late by the pipeline's clock (``read.late_shipments``), oldest
+    delivery deadline first."""
+    async with engine.connect() as conn:
+        return _rows(await conn.execute(text(
+            "SELECT * FROM read.late_shipments "
+            "ORDER BY deliver_by, order_id, supplier_id, shipment_id LIMIT :n"), {"n": limit}))
 
 
 async def scorecard(engine: AsyncEngine) -> list[Row]:
@@ -174,6 +193,8 @@ async def run_summary(engine: AsyncEngine, prefix: str) -> Row:
             "dead_letters_by_rule": rules,
             "shipments": await scalar(
                 "SELECT count(*) FROM read.shipments WHERE order_id LIKE :p"),
+            "late_shipments": await scalar(
+                "SELECT count(*) FROM read.late_shipments WHERE order_id LIKE :p"),
             "returns": await scalar("SELECT count(*) FROM read.returns WHERE order_id LIKE :p"),
             "suppliers": _rows(await conn.execute(text(
                 "SELECT * FROM read.supplier_scorecard WHERE supplier_id LIKE :p "

@@ -2,9 +2,14 @@
 
 :func:`rows_of` turns one decoded event (and where it was read) into the rows
 it contributes, per read model. How a row merges with the one already stored
-(snapshot version, first report wins, earliest wins, set union) is decided by
-:mod:`projections.store`; here every row lists all the columns of its table
-that the event knows, the others being ``None``.
+(snapshot version, newest update, first report wins, earliest wins, set union)
+is decided by :mod:`projections.store`; here every row lists all the columns of
+its table that the event knows, the others being ``None``.
+
+What a supplier says (acceptances, rejections, dispatches, deliveries, delivery
+exceptions, return receipts) reaches the read models only as the order agent
+accepted it (``ShipmentUpdated``, ``SupplierOrderUpdated``, ``ReturnUpdated``): a
+raw supplier event, which the order agent may refuse, is in the timeline only.
 """
 
 from __future__ import annotations
@@ -30,8 +35,11 @@ from events.fulfillment import (
     RefundIssued,
     RefundIssuedV1,
     ReturnAuthorized,
+    ReturnUpdated,
+    ShipmentUpdated,
     SupplierOrderCancelled,
     SupplierOrderRequested,
+    SupplierOrderUpdated,
 )
 from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import (
@@ -45,6 +53,7 @@ from events.suppliers import (
     ReturnReceived,
     ShipmentDelivered,
     ShipmentDispatched,
+    ShipmentFailed,
     SupplierOrderAccepted,
     SupplierOrderRejected,
 )
@@ -97,6 +106,7 @@ def _status(m: OrderStatusChanged) -> list[Contribution]:
         "customer_ref": m.customer_ref,
         "ship_to": m.ship_to.model_dump(mode="json", exclude_none=True) if m.ship_to else None,
         **{name: getattr(m.ledger, name) if m.ledger else None for name in LEDGER_COLUMNS},
+        "late": m.late,
     }
     lines = [("order_lines", {
         "order_id": m.order_id, "line_id": ln.line_id, "version": m.version, "sku": ln.sku,
@@ -106,7 +116,7 @@ def _status(m: OrderStatusChanged) -> list[Contribution]:
         "backordered_since": _if(ln.backordered > 0, at), "shipped": ln.shipped,
         "delivered": ln.delivered, "returned": ln.returned, "reroutes": ln.reroutes,
         "held_for_ops": ln.held_for_ops, "cancelled": ln.cancelled, "value": ln.value,
-        "credited": ln.credited,
+        "credited": ln.credited, "queued_at": ln.queued_at,
     }) for ln in m.lines]
     return [("order_status", order), *lines]
 
@@ -130,25 +140,29 @@ def _requested(m: SupplierOrderRequested) -> list[Contribution]:
                            dispatch_by=m.dispatch_by)
 
 
-def _shipment(m: Any, **known: Any) -> Contribution:
-    row = {col: None for col in SHIPMENT_COLUMNS}
-    row.update(supplier_id=m.supplier_id, shipment_id=m.shipment_id,
-               order_id=m.order_id, **known)
-    return ("shipments", row)
+def _shipment(m: ShipmentUpdated) -> list[Contribution]:
+    """The whole shipment as the order agent accepted it (the newest update wins)."""
+    return [("shipments", {
+        "supplier_id": m.supplier_id, "shipment_id": m.shipment_id, "order_id": m.order_id,
+        "supplier_order_id": m.supplier_order_id, "carrier": m.carrier,
+        "tracking_number": m.tracking_number,
+        "lines": {ln.line_id: ln.quantity for ln in m.lines},
+        "units": sum(ln.quantity for ln in m.lines), "dispatched_at": m.dispatched_at,
+        "delivered_at": m.delivered_at, "state": m.state, "expected_by": m.expected_by,
+        "deliver_by": m.deliver_by, "exception": m.exception, "flagged": m.flagged,
+        "reason": m.reason, "updated_at": m.changed_at})]
 
 
-SHIPMENT_COLUMNS = ("supplier_id", "shipment_id", "order_id", "supplier_order_id", "carrier",
-                    "tracking_number", "lines", "units", "dispatched_at", "delivered_at")
+#: What an accepted supplier answer sets on its supplier order.
+ANSWER_COLUMNS = {"accepted": "accepted_at", "rejected": "rejected_at",
+                  "partially_dispatched": "dispatched_at", "dispatched": "dispatched_at"}
 
 
-def _dispatched(m: ShipmentDispatched) -> list[Contribution]:
-    return [
-        _shipment(m, supplier_order_id=m.supplier_order_id, carrier=m.carrier,
-                  tracking_number=m.tracking_number,
-                  lines={ln.line_id: ln.quantity for ln in m.lines},
-                  units=sum(ln.quantity for ln in m.lines), dispatched_at=m.dispatched_at),
-        *_supplier_order(m, dispatched_at=m.dispatched_at),
-    ]
+def _answer(m: SupplierOrderUpdated) -> list[Contribution]:
+    known: Row = {ANSWER_COLUMNS[m.state]: m.at}
+    if m.state == "rejected":
+        known["reject_reason"] = m.reason
+    return _supplier_order(m, **known)
 
 
 def _return(m: Any, **known: Any) -> list[Contribution]:
@@ -205,16 +219,13 @@ BUILDERS: dict[type[Message], Builder] = {
                                           requested_at=m.requested_at),
     ReturnAuthorized: lambda m, e: _return(m, authorized_at=m.authorized_at,
                                            authorized_by=[m.supplier_id]),
-    ReturnReceived: lambda m, e: _return(m, received_at=m.received_at,
-                                         received_by=[m.supplier_id]),
+    ReturnUpdated: lambda m, e: _return(m, received_at=m.received_at,
+                                        received_by=[m.supplier_id]),
     SupplierOrderRequested: lambda m, e: _requested(m),
     SupplierOrderCancelled: lambda m, e: _supplier_order(
         m, cancelled_at=m.cancelled_at, cancel_cause=m.cause, cancel_reason=m.reason),
-    SupplierOrderAccepted: lambda m, e: _supplier_order(m, accepted_at=m.accepted_at),
-    SupplierOrderRejected: lambda m, e: _supplier_order(
-        m, rejected_at=m.rejected_at, reject_reason=m.reason),
-    ShipmentDispatched: lambda m, e: _dispatched(m),
-    ShipmentDelivered: lambda m, e: [_shipment(m, delivered_at=m.delivered_at)],
+    SupplierOrderUpdated: lambda m, e: _answer(m),
+    ShipmentUpdated: lambda m, e: _shipment(m),
     SupplierStockChanged: lambda m, e: _stock(m),
     DeadLetter: _dead_letter,
 }
@@ -280,9 +291,28 @@ def summary(m: Message) -> str:
                    f"{m.tracking_number}: {_units(m.lines)} unit(s)"
         case ShipmentDelivered():
             return f"shipment {m.shipment_id} from {m.supplier_id} delivered"
+        case ShipmentFailed():
+            return f"{m.supplier_id} reports shipment {m.shipment_id} {m.exception}"
         case ReturnReceived():
             return f"{m.supplier_id} received return {m.rma_id} ({m.condition})"
+        case ShipmentUpdated() | SupplierOrderUpdated() | ReturnUpdated():
+            return _accepted(m)
     return m.TYPE
+
+
+def _accepted(m: ShipmentUpdated | SupplierOrderUpdated | ReturnUpdated) -> str:
+    """The timeline line of a supplier fact the order agent accepted."""
+    match m:
+        case ShipmentUpdated():
+            marks = "".join((", flagged" if m.flagged else "",
+                             f": {m.reason}" if m.reason else ""))
+            return f"shipment {m.shipment_id} from {m.supplier_id} ({m.carrier} " \
+                   f"{m.tracking_number}, {_units(m.lines)} unit(s)): {m.state}, " \
+                   f"expected by {m.expected_by:%Y-%m-%d}{marks}"
+        case SupplierOrderUpdated():
+            reason = f": {m.reason}" if m.reason else ""
+            return f"supplier order {m.supplier_order_id} at {m.supplier_id} {m.state}{reason}"
+    return f"return {m.rma_id} received by {m.supplier_id} ({m.condition})"
 
 
 def _units(lines: Any) -> int:

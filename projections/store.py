@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Table, case, func, literal_column
+from sqlalchemy import ColumnElement, Table, case, func, literal_column, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.dialects.postgresql.dml import Insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,13 +24,16 @@ from projections.tables import ReadTables
 
 #: Columns merged as "earliest wins" / "first report wins" / set union, per table.
 EARLIEST = {
-    "shipments": ("dispatched_at", "delivered_at"),
     "returns": ("requested_at", "authorized_at", "received_at", "refunded_at"),
     "supplier_orders": ("requested_at", "accepted_at", "rejected_at", "cancelled_at",
                         "dispatched_at"),
 }
 UNION = {"returns": ("authorized_by", "received_by")}
 SNAPSHOTS = ("order_status", "order_lines", "supplier_stock")
+#: Tables whose row is the newest update: (when, tie-breakers), compared as a tuple.
+LATEST = ("shipments",)
+#: Shipment states in the order a same-instant update supersedes another.
+SHIPMENT_STATES = ("in_transit", "late", "delivered", "lost", "damaged", "returned_to_sender")
 INSERT_ONLY = ("order_timeline", "refunds", "dead_letters")
 MILESTONES = ("allocated_at", "dispatched_at", "delivered_at", "cancelled_at")
 
@@ -81,12 +84,33 @@ def _snapshot(table: Table, stmt: Insert) -> Insert:
                                       where=table.c.version < ex.version)
 
 
+def _rank(table: Any) -> ColumnElement[Any]:
+    """(updated_at, state's rank, flagged) of a stored (``table``) or new (``excluded``)
+    shipment: a total order, so the newest update wins whatever the arrival order."""
+    states = ", ".join(f"'{s}'" for s in SHIPMENT_STATES)
+    return tuple_(func.coalesce(table.updated_at, literal_column("'-infinity'::timestamptz")),
+                  func.coalesce(func.array_position(literal_column(f"ARRAY[{states}]"),
+                                                    table.state), 0),
+                  table.flagged)
+
+
+def _latest(table: Table, stmt: Insert) -> Insert:
+    """Insert, or replace the stored row by a newer update (:func:`_rank`)."""
+    ex = stmt.excluded
+    set_: dict[str, Any] = {c.name: ex[c.name] for c in table.columns
+                            if c.name not in _pk(table)}
+    return stmt.on_conflict_do_update(index_elements=_pk(table), set_=set_,
+                                      where=_rank(table.c) < _rank(ex))
+
+
 @cache
 def statement(table: Table) -> Insert:
     """The guarded upsert of ``table`` (built once per table object)."""
     stmt = insert(table)
     if table.name in SNAPSHOTS:
         return _snapshot(table, stmt)
+    if table.name in LATEST:
+        return _latest(table, stmt)
     if table.name in INSERT_ONLY:
         return stmt.on_conflict_do_nothing()
     return _merged(table, stmt)

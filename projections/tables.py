@@ -1,7 +1,7 @@
 """The read models: SQLAlchemy Core tables in the ``read`` schema (what ops query).
 
-Each table is built by :mod:`projections.apply` from events; the Alembic
-migration ``0004`` creates them (a test compares the two). The same definitions
+Each table is built by :mod:`projections.rows` from events; the Alembic
+migrations (``0004`` and later) create them (a test compares the two). The same definitions
 are built in the ``read_rebuild`` schema by ``dropship projections rebuild``
 (:func:`read_tables`), so a rebuilt table is identical to the live one, down to
 its index and constraint names.
@@ -10,6 +10,9 @@ Guards, so that a late or re-sent event never overwrites newer data:
 
 - ``order_status``, ``order_lines`` and ``supplier_stock`` hold snapshots: a row
   carries the ``version`` of the snapshot it shows and only a higher one replaces it;
+- ``shipments`` holds the order agent's latest ``ShipmentUpdated`` of each shipment: a
+  row is replaced by an update with a later ``changed_at`` (``updated_at``), ties
+  broken by state (in_transit < late < delivered < exceptions), then ``flagged``;
 - every other column is "first report wins" (``COALESCE``), "earliest wins"
   (``LEAST``) or a set union, which give the same row whatever the order of
   arrival across topics;
@@ -123,6 +126,8 @@ def _order_tables(md: MetaData) -> tuple[Table, Table]:
         Column("updated_at", DateTime(timezone=True), nullable=False),
         *(Column(name, Numeric) for name in LEDGER_COLUMNS),
         Column("customer_ref", Text), Column("ship_to", JSONB(none_as_null=True)),
+        # a shipment of the order is past its delivery deadline and not delivered
+        Column("late", Boolean, nullable=False, server_default=text("false")),
         Index("order_status_status_idx", "status", "status_since"),
         Index("order_status_shop_idx", "shop_id", "placed_at"),
     )
@@ -145,6 +150,7 @@ def _order_tables(md: MetaData) -> tuple[Table, Table]:
         Column("held_for_ops", Boolean, nullable=False),
         Column("cancelled", Integer, nullable=False, server_default="0"),
         Column("value", Numeric), Column("credited", Numeric),
+        _ts("queued_at"),  # its place in the sku's backorder queue (allocation agent's time)
         PrimaryKeyConstraint("order_id", "line_id", name="order_lines_pkey"),
         Index("order_lines_backordered_idx", "sku", postgresql_where=text("backordered > 0")),
     )
@@ -162,6 +168,14 @@ def _fulfillment_tables(md: MetaData) -> tuple[Table, Table, Table]:
         Column("lines", JSONB(none_as_null=True)),  # {line_id: units}
         Column("units", Integer),
         _ts("dispatched_at"), _ts("delivered_at"),
+        # as the order agent accepted it (ShipmentUpdated): in_transit, late, delivered,
+        # lost, damaged, returned_to_sender
+        Column("state", Text),
+        _ts("expected_by"), _ts("deliver_by"),
+        Column("exception", Text),
+        Column("flagged", Boolean, nullable=False, server_default=text("false")),
+        Column("reason", Text),
+        _ts("updated_at"),  # the ShipmentUpdated's changed_at: the newest update wins
         # a supplier's shipment ids are only known unique within one order
         PrimaryKeyConstraint("order_id", "supplier_id", "shipment_id", name="shipments_pkey"),
     )

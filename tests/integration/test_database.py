@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -19,7 +21,10 @@ from pipeline.checkpoints import (
     load_checkpoint,
     log_records,
 )
+from pipeline.db import create_engine
+from pipeline.migrate import downgrade_sync, upgrade_sync
 from pipeline.schema import event_log, metadata, outbox
+from pipeline.settings import Settings
 from projections.tables import read_tables, replay_metadata
 
 pytestmark = pytest.mark.integration
@@ -49,7 +54,7 @@ async def test_migration_is_at_head_and_matches_the_code(engine: AsyncEngine) ->
     async with engine.connect() as conn:
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
         differences = await conn.run_sync(diff)
-    assert version == "0007"  # the newest migration
+    assert version == "0008"  # the newest migration
     assert differences == []
 
 
@@ -117,3 +122,41 @@ async def test_event_log_keeps_a_record_once(engine: AsyncEngine) -> None:
             .order_by(event_log.c.offset)
         )).all()
     assert [(r.offset, r.value) for r in rows] == [(i, f"v{i}".encode()) for i in range(5)]
+
+
+def test_migration_0008_keeps_existing_shipments_and_downgrades(
+    fresh_database: Callable[[str], Settings],
+) -> None:
+    """Rows of read.shipments made before 0008 (from raw supplier events) get a state
+    and no deadline, so they are never listed late; 0008 goes down and up again."""
+    settings = fresh_database("mig8")
+    downgrade_sync(settings, "0007")
+    dispatched, delivered = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 4, tzinfo=UTC)
+
+    async def sql(*statements: str) -> list[tuple[object, ...]]:
+        engine = create_engine(settings)
+        try:
+            async with engine.begin() as conn:
+                rows: list[tuple[object, ...]] = []
+                for statement in statements:
+                    result = await conn.execute(text(statement), {"a": dispatched,
+                                                                   "b": delivered})
+                    rows = [tuple(r) for r in result] if result.returns_rows else []
+                return rows
+        finally:
+            await engine.dispose()
+
+    asyncio.run(sql(
+        "INSERT INTO read.shipments (supplier_id, shipment_id, order_id, dispatched_at, "
+        "delivered_at) VALUES ('s', 'in', 'o', :a, NULL), ('s', 'done', 'o', :a, :b)"))
+    upgrade_sync(settings)
+    rows = asyncio.run(sql(
+        "SELECT shipment_id, state, updated_at, deliver_by, flagged FROM read.shipments "
+        "ORDER BY shipment_id"))
+    assert rows == [("done", "delivered", delivered, None, False),
+                    ("in", "in_transit", dispatched, None, False)]
+    assert asyncio.run(sql("SELECT count(*) FROM read.late_shipments")) == [(0,)]
+    downgrade_sync(settings, "0007")
+    assert asyncio.run(sql("SELECT to_regclass('read.late_shipments')")) == [(None,)]
+    upgrade_sync(settings)
+    assert asyncio.run(sql("SELECT place FROM read.backorders")) == []

@@ -32,7 +32,7 @@ from tests.helpers import order_event, start_worker, stop_worker
 pytestmark = pytest.mark.integration
 
 APP_ROLE = "dropship_app"
-#: What the role may do, table by table: exactly the grants of migrations 0006 and 0007.
+#: What the role may do, table by table: exactly the grants of migrations 0006 to 0008.
 EXPECTED = {
     "public.checkpoints": {"SELECT", "INSERT", "UPDATE"},
     "public.outbox": {"SELECT", "INSERT", "UPDATE"},
@@ -54,6 +54,7 @@ EXPECTED = {
     "read.stuck_orders": {"SELECT"},
     "read.backorders": {"SELECT"},
     "read.supplier_scorecard": {"SELECT"},
+    "read.late_shipments": {"SELECT"},
 }
 REFUSED = (
     "CREATE TABLE public.mine (x int)",

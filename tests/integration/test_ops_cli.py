@@ -53,7 +53,11 @@ def test_order_show(ops_env: dict[str, str]) -> None:
     assert [(r["cause"], r["amount"]) for r in view["refunds"]] == [("return", "10.00")]
     assert [ln["allocations"] for ln in view["lines"]] == [{"sb": 1}]  # one unit restocked
     assert [so["cancel_cause"] for so in view["supplier_orders"]] == ["rejected", None]
-    assert view["shipments"][0]["tracking_number"] == "TRK1"
+    (shipment,) = view["shipments"]
+    assert (shipment["carrier"], shipment["tracking_number"], shipment["lines"],
+            shipment["units"], shipment["state"], shipment["late"], shipment["flagged"]) == (
+        "Colissimo", "TRK1", {"1": 2}, 2, "delivered", False, False)
+    assert shipment["expected_by"] is not None
     assert view["timeline"][0]["summary"].startswith("placed: 1 line(s), 20.00 EUR")
     table = run_cli("order", "show", "ops-o1", env=ops_env)
     assert table.returncode == 0
@@ -71,8 +75,14 @@ def test_unknown_order_is_one_line_and_exit_1(ops_env: dict[str, str]) -> None:
 def test_backorders_suppliers_and_dead_letters(ops_env: dict[str, str]) -> None:
     backorders = _json(ops_env, "ops", "backorders")
     assert sorted(b["order_id"] for b in backorders) == [f"ops-b{i}" for i in range(3)]
+    assert [b["place"] for b in backorders] == [1, 2, 3]  # one sku, in serving order
+    listed = run_cli("ops", "backorders", env=ops_env)
+    assert "in the order they will be served: per sku by queued_at" in listed.stdout
     card = {s["supplier_id"]: s for s in _json(ops_env, "ops", "suppliers")}
     assert (card["sa"]["failovers_away"], card["sb"]["on_time_dispatch_rate"]) == (3, "1.0000")
+    assert (card["sb"]["shipments"], card["sb"]["delivered"], card["sa"]["shipments"]) == \
+        (3, 3, 0)
+    assert "supplier deliveries" in run_cli("ops", "suppliers", env=ops_env).stdout
     letters = _json(ops_env, "ops", "dead-letters")
     assert len(letters) == 3
     assert {d["rule"] for d in letters} == {"json_invalid"}
