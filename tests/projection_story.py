@@ -24,14 +24,6 @@ from events.allocation import SupplierStockChanged
 from events.base import Message
 from events.codec import DecodeError, encode, key_of
 from events.envelope import CloudEvent, wrap
-from events.fulfillment import ReturnUpdated, ShipmentUpdated, SupplierOrderUpdated
-from events.suppliers import (
-    ReturnReceived,
-    ShipmentDelivered,
-    ShipmentDispatched,
-    SupplierOrderAccepted,
-    SupplierOrderRejected,
-)
 from events.topics import ORDER_STATUS, SHOP_ORDERS
 from pipeline.lag import broker_ends
 from pipeline.settings import Settings
@@ -84,8 +76,6 @@ class Story:
     sku: str
     flow: f.Flow = field(init=False)
 
-    shipments: dict[tuple[str, str], ShipmentUpdated] = field(init=False, default_factory=dict)
-
     def __post_init__(self) -> None:
         self.flow = f.Flow(order=Order(self.order_id))
 
@@ -99,8 +89,6 @@ class Story:
         self.flow.do(msg, minute=minute)
         order = self.flow.order
         outputs = [o for o in self.flow.last if not isinstance(o, Refused)]
-        if len(outputs) == len(self.flow.last):
-            outputs = self._owed(msg, outputs) + outputs
         derived = derive(cause, outputs, "orders", time=order.clock, step=order.step)
         for event in derived:
             if event.data.TOPIC in TOPICS:
@@ -109,49 +97,6 @@ class Story:
 
     def so_of(self, supplier: str) -> str:
         return self.flow.so_of(supplier)
-
-    def _owed(self, msg: Message, outputs: list[Any]) -> list[Message]:
-        """The supplier facts the order agent publishes when it accepts ``msg``
-        (``ShipmentUpdated``, ``SupplierOrderUpdated``, ``ReturnUpdated``), made here
-        only if the order core did not make them itself (an order core from before
-        issue 15): nothing once it does."""
-        if any(isinstance(o, ShipmentUpdated | SupplierOrderUpdated | ReturnUpdated)
-               for o in outputs):
-            return []
-        order = self.flow.order
-        now = order.clock or f.T0
-        match msg:
-            case SupplierOrderAccepted() | SupplierOrderRejected():
-                rejected = isinstance(msg, SupplierOrderRejected)
-                return [SupplierOrderUpdated(
-                    order_id=msg.order_id, supplier_order_id=msg.supplier_order_id,
-                    supplier_id=msg.supplier_id, state="rejected" if rejected else "accepted",
-                    reason=msg.reason if isinstance(msg, SupplierOrderRejected) else None,
-                    at=msg.rejected_at if isinstance(msg, SupplierOrderRejected)
-                    else msg.accepted_at, changed_at=now)]
-            case ShipmentDispatched():
-                expected = msg.dispatched_at + f.POLICY.default_transit
-                shipment = ShipmentUpdated(
-                    order_id=msg.order_id, shop_id=order.shop_id, supplier_id=msg.supplier_id,
-                    supplier_order_id=msg.supplier_order_id, shipment_id=msg.shipment_id,
-                    carrier=msg.carrier, tracking_number=msg.tracking_number, lines=msg.lines,
-                    state="in_transit", dispatched_at=msg.dispatched_at, expected_by=expected,
-                    deliver_by=expected + f.POLICY.late_grace, changed_at=now)
-                self.shipments[(msg.supplier_id, msg.shipment_id)] = shipment
-                return [shipment, SupplierOrderUpdated(
-                    order_id=msg.order_id, supplier_order_id=msg.supplier_order_id,
-                    supplier_id=msg.supplier_id, state="dispatched", at=msg.dispatched_at,
-                    changed_at=now)]
-            case ShipmentDelivered():
-                before = self.shipments[(msg.supplier_id, msg.shipment_id)]
-                return [before.model_copy(update={
-                    "state": "delivered", "delivered_at": msg.delivered_at, "changed_at": now})]
-            case ReturnReceived():
-                return [ReturnUpdated(
-                    order_id=msg.order_id, rma_id=msg.rma_id, supplier_id=msg.supplier_id,
-                    state="received", condition=msg.condition, lines=msg.lines,
-                    received_at=msg.received_at, changed_at=now)]
-        return []
 
 
 def failover_story(log: Log, order_id: str, sku: str) -> Story:
