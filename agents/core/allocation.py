@@ -235,7 +235,9 @@ def apply_stock(state: SkuState, event: StockLevelReported, now: datetime,
 
 def allocate(state: SkuState, cmd: AllocateLine, now: datetime,
              rules: Rules = DEFAULT_RULES) -> Decision:
-    """Reserve ``cmd.quantity`` more units for a line; backorder what nobody can fill.
+    """Reserve ``cmd.quantity`` more units for a line, with what it already waits for
+    (so a no-split offer sees the whole rest of the line); backorder what nobody can
+    fill (``LineBackordered`` names the units newly backordered).
 
     The line's excluded suppliers grow by ``cmd.excluded_suppliers`` and are never
     chosen for it again, unless ops pin the line to one of them (``cmd.supplier_id``):
@@ -256,12 +258,13 @@ def allocate(state: SkuState, cmd: AllocateLine, now: datetime,
                    excluded=line.excluded - {cmd.supplier_id} if cmd.supplier_id else line.excluded)
     fill = _Fill(state, now, rules)
     ahead, blocked = fill.ahead_of(line)
-    line, short, taken = fill.take(line, cmd.quantity, blocked)
+    waited = line.backordered
+    line, short, taken = fill.take(line, cmd.quantity + waited, blocked)
     fill.overtook(ahead, taken, blocked)
-    if short:
-        line = replace(line, backordered=line.backordered + short)
+    line = replace(line, backordered=short)
+    if short > waited:
         fill.events.append(LineBackordered(
-            order_id=cmd.order_id, line_id=cmd.line_id, sku=state.sku, quantity=short,
+            order_id=cmd.order_id, line_id=cmd.line_id, sku=state.sku, quantity=short - waited,
             reason=backorder_reason(fill.state, line), queued_at=line.queued_at,
             backordered_at=now,
         ))
