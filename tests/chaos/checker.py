@@ -151,11 +151,12 @@ class Replay:
     orders: dict[str, Order] = field(default_factory=dict)
     published: dict[str, bytes] = field(default_factory=dict)  # derived id -> bytes
     problems: list[str] = field(default_factory=list)
+    rules: alloc_core.Rules = alloc_core.DEFAULT_RULES  # the worker's (allocation.rules_of)
 
     def allocation(self, inc: Incoming) -> None:
         sku = inc.event.subject
         before = self.skus.get(sku, alloc_core.SkuState(sku))
-        state, events = allocation.apply_one(before, inc, allocation.CONSUMER)
+        state, events = allocation.apply_one(before, inc, allocation.CONSUMER, self.rules)
         if state is not before:  # the agent saves a sku's row only when it changed
             self.skus[sku] = state
         self._derived(events)
@@ -203,9 +204,9 @@ async def applied_rows(engine: AsyncEngine) -> dict[str, list[tuple[str, str]]]:
 
 
 def replay(applied: dict[str, list[Key]], topics: Topics, policy: Policy,
-           verdict: Verdict) -> Replay:
+           verdict: Verdict, rules: alloc_core.Rules = alloc_core.DEFAULT_RULES) -> Replay:
     """Steps 2-3 of the module docstring, and the reference of steps 4-6."""
-    ref = Replay()
+    ref = Replay(rules=rules)
     events = topics.by_key()
     for consumer, agent_topics in AGENTS.items():
         rows = applied.get(consumer, [])
@@ -339,7 +340,7 @@ async def check(settings: Settings, engine: AsyncEngine, record_file: Path,
     topics = await read_topics(settings)
     verdict.add("ground_truth", check_ground_truth(recorded, topics))
     applied = await applied_rows(engine)
-    ref = replay(applied, topics, policy, verdict)
+    ref = replay(applied, topics, policy, verdict, allocation.rules_of(settings))
     await check_state(engine, ref, verdict)
     verdict.add("published", check_published(topics, ref))
     malformed = [(r["topic"], r["partition"], r["offset"]) for r in recorded
