@@ -21,7 +21,6 @@ makes the budget 0 as of the rejection, until a later report.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -35,6 +34,7 @@ from agents.core.allocation_model import (
     Stock,
     backorder_reason,
     candidates,
+    oversold,
     ranked,
     uncounted,
     usable,
@@ -401,11 +401,3 @@ def apply(state: SkuState, message: object, now: datetime,
     if isinstance(message, SupplierOfferUpdated):
         return apply_offer(state, message, now, rules)
     return state, []
-
-
-def oversold(state: SkuState) -> Iterable[str]:
-    """Suppliers whose budget is broken (for checks and tests): ``used`` below 0 or
-    differing from the live reserved units its report does not count."""
-    for supplier_id, stock in state.stock.items():
-        if stock.used < 0 or stock.used != uncounted(state, supplier_id, stock):
-            yield supplier_id

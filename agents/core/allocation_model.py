@@ -7,7 +7,7 @@ and in :func:`candidates`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -191,3 +191,11 @@ def uncounted(state: SkuState, supplier_id: str, stock: Stock) -> int:
     """Live reserved units at a supplier that ``stock``'s report does not count."""
     return sum(r.quantity for ln in state.lines.values() for r in ln.reservations
                if r.supplier_id == supplier_id and not stock.counts(r))
+
+
+def oversold(state: SkuState) -> Iterable[str]:
+    """Suppliers whose budget is broken (for checks and tests): ``used`` below 0 or
+    differing from the live reserved units its report does not count."""
+    for supplier_id, stock in state.stock.items():
+        if stock.used < 0 or stock.used != uncounted(state, supplier_id, stock):
+            yield supplier_id
