@@ -49,8 +49,9 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
     processors = {
         "projector": (projector.TOPICS, Processor(engine, ProjectorHandler(), reader,
                                                   relay(projector.CONSUMER))),
-        "allocation": (allocation.TOPICS, Processor(engine, AllocationHandler(), reader,
-                                                    relay(allocation.CONSUMER))),
+        "allocation": (allocation.TOPICS, Processor(
+            engine, AllocationHandler(rules=allocation.rules_of(settings)), reader,
+            relay(allocation.CONSUMER))),
         "orders": (orders.TOPICS, Processor(engine, orders.OrderHandler(policy), reader,
                                             order_relay)),
     }

@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.allocation import CONSUMER, load_state
+from agents.allocation import CONSUMER, load_state, rules_of
 from agents.core import allocation as core
-from events.allocation import AllocateLine, ReleaseLine
+from events.allocation import AllocateLine, CommitLine, ReleaseLine
 from events.codec import decode, encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import DECISIONS, STOCK
@@ -53,7 +53,9 @@ def scenario(run: str, seed: int = 7) -> tuple[list[CloudEvent], list[CloudEvent
     for sku in skus:
         for n, sup in enumerate(SUPPLIERS):
             offer = f.offer(sup, priority=rng.randint(0, 2), cost=rng.choice(["2.00", "3.00"]),
-                            split=rng.random() > 0.2).model_copy(update={"sku": sku})
+                            split=rng.random() > 0.2, currency=rng.choice(["EUR", "USD"]),
+                            destinations=(f.dest("FR", "0.50", 3),) if sup == "sc" else (),
+                            ).model_copy(update={"sku": sku})
             stock = f.stock(sup, rng.randint(5, 60)).model_copy(update={"sku": sku})
             for i, entry in enumerate((offer, stock)):
                 catalog.append(wrap(entry, id=f"{run}-cat-{sku}-{n}-{i}",
@@ -63,11 +65,17 @@ def scenario(run: str, seed: int = 7) -> tuple[list[CloudEvent], list[CloudEvent
     for i in range(N_COMMANDS):
         sku = rng.choice(skus)
         roll = rng.random()
-        payload: AllocateLine | ReleaseLine
+        payload: AllocateLine | ReleaseLine | CommitLine
         if live and roll < 0.2:
             order, rsku = live.pop(rng.randrange(len(live)))
-            payload = f.rel(order, supplier=rng.choice([None, *SUPPLIERS]),
-                            qty=rng.choice([None, 1, 2])).model_copy(update={"sku": rsku})
+            supplier = rng.choice([None, *SUPPLIERS])
+            payload = f.rel(order, supplier=supplier, qty=rng.choice([None, 1, 2]),
+                            out_of_stock=i // 60 if supplier and rng.random() < 0.3 else None,
+                            ).model_copy(update={"sku": rsku})
+        elif live and roll < 0.3:  # a supplier accepted units (commit of a line it may not hold)
+            order, rsku = rng.choice(live)
+            payload = f.commit(order, rng.choice(SUPPLIERS), rng.randint(1, 3), i // 60,
+                               ).model_copy(update={"sku": rsku})
         else:
             order = f"o{i}"
             excluded = (rng.choice(SUPPLIERS),) if roll > 0.9 else ()
@@ -79,14 +87,15 @@ def scenario(run: str, seed: int = 7) -> tuple[list[CloudEvent], list[CloudEvent
     return catalog, commands
 
 
-def reference(catalog: list[CloudEvent], commands: list[CloudEvent],
+def reference(catalog: list[CloudEvent], commands: list[CloudEvent], rules: core.Rules,
               ) -> tuple[dict[str, core.SkuState], dict[str, bytes]]:
     """The crash-free result: states per sku and derived events (id -> bytes)."""
     states: dict[str, core.SkuState] = {}
     derived: dict[str, bytes] = {}
     for event in [*catalog, *commands]:
         sku = event.subject
-        state, payloads = core.apply(states.get(sku, core.SkuState(sku)), event.data, event.time)
+        state, payloads = core.apply(states.get(sku, core.SkuState(sku)), event.data, event.time,
+                                     rules)
         states[sku] = state
         derived.update((e.id, encode(e)) for e in derive(event, payloads, CONSUMER))
     return states, derived
@@ -188,7 +197,7 @@ async def test_sigkill_three_times_changes_nothing(
     assert all(share < 1.0 for share in killed_at), killed_at  # each kill left work undone
     print(f"killed at {', '.join(f'{s:.0%}' for s in killed_at)} of {N_COMMANDS} commands")
 
-    want_states, want_events = reference(catalog, commands)
+    want_states, want_events = reference(catalog, commands, rules_of(migrated))
     async with engine.connect() as conn:
         rows = (await conn.execute(select(allocation_state.c.sku, allocation_state.c.state)
                                    .where(allocation_state.c.sku.in_(skus)))).all()

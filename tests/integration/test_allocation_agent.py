@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.allocation import AllocationHandler, load_state
+from agents.allocation import AllocationHandler, load_state, rules_of
 from agents.core.allocation import SkuState
 from events.allocation import LineAllocated, LineBackordered
 from events.codec import decode, encode, key_of
@@ -37,7 +38,7 @@ class Harness:
         self.consumer = f"alloc-test-{uuid.uuid4().hex[:8]}"
         self.sku = f"SKU-{uuid.uuid4().hex[:8]}"
         self.relay = OutboxRelay(engine, self.consumer, settings)
-        self.processor = Processor(engine, AllocationHandler(self.consumer),
+        self.processor = Processor(engine, AllocationHandler(self.consumer, rules_of(settings)),
                                    KafkaRangeReader(settings), self.relay)
         self.seq = 0
         self.started: set[tuple[str, int]] = set()
@@ -144,6 +145,34 @@ async def test_an_excluded_supplier_fails_over_to_the_next(agent: Harness) -> No
     decisions = await agent.run(f.rel("o1", supplier="a"), f.alloc("o1", 2, excluded=("a",)))
     assert allocated(decisions) == [("b", 2)]
     assert (await agent.state()).stock["a"].used == 0
+
+
+async def test_a_report_between_reservation_and_payment_does_not_double_book(
+        agent: Harness) -> None:
+    await agent.run(f.offer("a"), f.stock("a", 10), f.alloc("o1", 4))
+    await agent.run(f.stock("a", 10, minute=2))  # a has not received o1's order yet
+    assert (await agent.state()).stock["a"].remaining == 6
+    await agent.run(f.commit("o1", "a", 4, minute=3), f.stock("a", 6, minute=4))
+    state = await agent.state()
+    assert (state.stock["a"].used, state.stock["a"].remaining) == (0, 6)
+    assert state.lines[("o1", "1")].reservations[0].committed_at == f.at(3)
+    decisions = await agent.run(f.alloc("o2", 1), f.rel("o2", supplier="a", out_of_stock=9),
+                                f.alloc("o3", 1))
+    assert allocated(decisions) == [("a", 1)]  # o2's; o3 waits for a report after 09:09
+    assert (await agent.state()).stock["a"].available == 0
+
+
+async def test_an_unreachable_supplier_is_skipped_by_landed_cost(agent: Harness) -> None:
+    await agent.run(
+        f.offer("a", cost="1.00", destinations=(f.dest("DE", "0.10", 2),)),
+        f.offer("b", cost="9.00", currency="EUR", destinations=(f.dest("FR", "1.00", 4),)),
+        f.offer("c", cost="9.50", currency="USD"), f.stock("a", 9), f.stock("b", 9),
+        f.stock("c", 9))
+    decisions = await agent.run(f.alloc("o1", 2, country="FR"))
+    [only] = [d for d in decisions if isinstance(d, LineAllocated)]
+    assert only.supplier_id == "c"  # 9.50 USD < (9.00 + 1.00) EUR = 10.80; a: not to FR
+    assert only.shipping_cost is not None
+    assert (only.shipping_cost.amount, only.transit_days) == (Decimal(0), None)
 
 
 async def test_the_same_allocate_line_three_times_allocates_once(agent: Harness) -> None:
