@@ -107,7 +107,7 @@ class Outcome:
     def problems(self) -> list[str]:
         found = []
         if self.verdict.oversold:
-            found.append(f"{len(self.verdict.oversold)} (supplier, sku) oversold")
+            found.append(f"{len(self.verdict.oversold)} (supplier, sku) budgets off contract")
         if self.verdict.unexplained:
             ids = ", ".join(r["order_id"] for r in self.verdict.unexplained[:5])
             found.append(f"{len(self.verdict.unexplained)} orders stuck without reason ({ids})")

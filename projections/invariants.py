@@ -3,8 +3,11 @@
 Who calls it: ``dropship demo`` once the pipeline has caught up, and tests.
 :func:`check` guarantees to report, for the orders and skus whose ids start
 with ``prefix``:
-1. **oversell**: every (supplier, sku) whose reserved units exceed the stock it
-   reported (or whose remaining budget is negative);
+1. **budget**: every (supplier, sku) whose remaining budget is not what the stock
+   contract makes it: max(0, reported - reserved), reserved being the units the
+   report does not count (docs/allocation.md). Reserved may exceed a lower report;
+   whether suppliers were asked beyond their free stock is judged against the
+   simulator's own books (``pipeline.demo``), not here;
 2. **unexplained orders**: every order neither finished (delivered, cancelled,
    returned, partially or fully refunded) nor in an explained waiting state:
    awaiting payment inside its window, waiting for stock, held with a reason,
@@ -86,7 +89,8 @@ SELECT s.order_id, s.supplier_id, s.supplier_order_id,
 OVERSOLD = text("""
 SELECT supplier_id, sku, reported_available, reserved, remaining
   FROM read.supplier_stock
- WHERE sku LIKE :prefix AND (reserved > reported_available OR remaining < 0)
+ WHERE sku LIKE :prefix
+   AND (reserved < 0 OR remaining <> GREATEST(0, reported_available - reserved))
 """)
 
 
