@@ -150,7 +150,8 @@ def test_refused_supplier_events_publish_no_fact() -> None:
     flow = Flow().do(placed(), allocated("sa", 2), paid())
     so = flow.so_of("sa")
     flow.do(accepted(so, "sb"), dispatched(so, "sb"), dispatched(so, "sa", qty=3))
-    assert flow.sent(SupplierOrderUpdated) == flow.sent(ShipmentUpdated) == []
+    assert flow.sent(SupplierOrderUpdated) == []
+    assert flow.sent(ShipmentUpdated) == []
     assert flow.sent(CommitLine) == []
     flow.do(dispatched(so, "sa", shipment="p1"), delivered("p1", "sa"),
             return_requested("r1", qty=1))
