@@ -309,9 +309,10 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime,
     """Give back a line's units: all, or up to ``cmd.quantity``, or only ``cmd.supplier_id``'s,
     or (``cmd.backorder_only``) only backordered units.
 
-    With ``cmd.out_of_stock_at`` later than the supplier's report, first its budget
-    becomes 0 as of that time (until a later report), so its units never go straight
-    to a waiting line. Without a supplier, backordered units go first, then
+    With ``cmd.out_of_stock_at`` not earlier than the supplier's report (a rejection
+    at the report's own instant is the later fact: the supplier said it after the
+    report), first its budget becomes 0 as of that time (until a later report), so
+    its units never go straight to a waiting line. Without a supplier, backordered units go first, then
     reservations, newest first. A released reservation the current report does not
     count gives its units back (``used`` goes down); a counted one gives nothing (the
     supplier reports cancelled units again itself). The line asks for that much less.
@@ -326,7 +327,7 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime,
     fill = _Fill(state, now, rules)
     out = state.stock.get(cmd.supplier_id or "")
     if cmd.supplier_id and cmd.out_of_stock_at and (out is None
-                                                    or cmd.out_of_stock_at > out.as_of):
+                                                    or cmd.out_of_stock_at >= out.as_of):
         _new_budget(fill, cmd.supplier_id, 0, cmd.out_of_stock_at)
     if line is None:
         return fill.done() if fill.touched else (state, [])

@@ -283,6 +283,13 @@ def test_out_of_stock_rejection_zeroes_the_budget_until_a_newer_report() -> None
     assert state.lines[("o2", "1")].backordered == 0
 
 
+def test_a_rejection_at_the_reports_own_instant_zeroes_the_budget_too() -> None:
+    state, _ = run(offer("a"), stock("a", 5, minute=3), alloc("o1", 2), alloc("o2", 2),
+                   rel("o1", supplier="a", out_of_stock=3))
+    assert budget(state, "a") == (0, 2, 0)  # o1's 2 units are not handed on
+    assert state.lines[("o2", "1")].allocated == 2  # o2's reservation stands
+
+
 def test_a_report_lower_than_what_we_hold_allocates_nothing_more() -> None:
     state, _ = run(offer("a"), stock("a", 10), alloc("o1", 8), stock("a", 5, minute=1),
                    alloc("o2", 1))
