@@ -211,9 +211,10 @@ async def test_a_parcel_past_its_expected_delivery_is_late_for_the_shop_and_ops(
 
 
 def _late_listed(env: dict[str, str], oid: str) -> bool:
-    result = run_cli("ops", "late", env=env)
+    result = run_cli("ops", "late", "--json", env=env)
     assert result.returncode == 0, result.stderr
-    return oid in result.stdout and "SLOW1" in result.stdout
+    return [(r["supplier_id"], r["tracking_number"], r["lines"]) for r in
+            json.loads(result.stdout) if r["order_id"] == oid] == [("sa", "SLOW1", {"1": 1})]
 
 
 async def test_a_lost_parcel_is_reshipped_then_refunded(
