@@ -312,10 +312,11 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime,
     With ``cmd.out_of_stock_at`` not earlier than the supplier's report (a rejection
     at the report's own instant is the later fact: the supplier said it after the
     report), first its budget becomes 0 as of that time (until a later report), so
-    its units never go straight to a waiting line. Without a supplier, backordered units go first, then
-    reservations, newest first. A released reservation the current report does not
-    count gives its units back (``used`` goes down); a counted one gives nothing (the
-    supplier reports cancelled units again itself). The line asks for that much less.
+    its units never go straight to a waiting line. Without a supplier, backordered
+    units go first, then reservations, newest first. A released reservation the
+    current report does not count gives its units back (``used`` goes down); a
+    counted one gives nothing (the supplier reports cancelled units again itself).
+    The line asks for that much less.
     Releasing a supplier's units also excludes that supplier for the line (it
     rejected, missed its SLA, or the units came back), so the backorder retry that
     follows cannot hand them straight back. Freed stock then serves backorders.
