@@ -69,9 +69,10 @@ class ReleaseLine(_AllocationCommand):
 class CommitLine(_AllocationCommand):
     """``supplier_id`` accepted ``quantity`` reserved units of a line at ``accepted_at``
     (its own clock): from then its stock reports count them as taken, so the
-    allocation agent stops subtracting them from reports as of ``accepted_at`` or
-    later. Sent by the order agent when it applies a supplier's acceptance (or a
-    dispatch that came without one)."""
+    allocation agent stops subtracting them from reports as of a later time (at
+    ``accepted_at`` itself it keeps subtracting them: the safe side). Sent by the
+    order agent when it applies a supplier's acceptance (or a dispatch that came
+    without one)."""
 
     TYPE: ClassVar[str] = "dropship.allocation.commit_line.v1"
 

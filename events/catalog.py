@@ -90,8 +90,8 @@ class StockLevelReported(_CatalogEvent):
     """How many units of a sku a supplier can still promise, as of a time.
 
     ``available`` counts the units **free** at ``as_of``: on hand, less every unit of
-    the supplier orders the supplier had accepted by ``as_of`` and not yet shipped.
-    It is not the total on hand: units of accepted supplier orders must not be
+    the supplier orders the supplier had accepted before ``as_of`` and not yet
+    shipped. It is not the total on hand: units of accepted supplier orders must not be
     counted again. Units of supplier orders the supplier had not accepted by
     ``as_of`` (not received yet, or received and not decided) are counted as free:
     the allocation agent subtracts them itself (docs/allocation.md, "Stock

@@ -298,7 +298,7 @@ def commit(state: SkuState, cmd: CommitLine, now: datetime,
     fill = _Fill(state, now, rules)
     fill._set_line(replace(line, reservations=tuple(kept)))
     stock = state.stock.get(cmd.supplier_id)
-    if stock is not None and cmd.accepted_at <= stock.as_of:
+    if stock is not None and cmd.accepted_at < stock.as_of:
         fill._set_stock(cmd.supplier_id, replace(stock, used=stock.used - committed))
         fill.retry_backorders()
     return fill.done()

@@ -77,8 +77,9 @@ class Stock:
         return max(0, self.available - self.used)
 
     def counts(self, res: Reservation) -> bool:
-        """Whether this report already counts ``res`` (accepted by the supplier by then)."""
-        return res.committed_at is not None and res.committed_at <= self.as_of
+        """Whether this report already counts ``res``: accepted by the supplier before
+        ``as_of`` (at the report's own instant it may not: we keep subtracting it)."""
+        return res.committed_at is not None and res.committed_at < self.as_of
 
 
 @dataclass(frozen=True)
