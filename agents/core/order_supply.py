@@ -83,7 +83,9 @@ def decision(order: Order, m: Decision, now: datetime, policy: Policy) -> Result
     line = order.lines.get(m.line_id)
     if line is None:
         return order, [Refused(f"decision for unknown line {m.line_id}")]
-    line = replace(line, backordered=m.backordered_after)
+    # a line never has more units backordered than it has: a decision saying so is
+    # read as all of them (so what the order asks back stays a valid quantity)
+    line = replace(line, backordered=min(m.backordered_after, line.quantity))
     if isinstance(m, LineAllocated | LineBackordered) and m.queued_at is not None:
         line = replace(line, queued_at=m.queued_at)
     if isinstance(m, LineAllocated):

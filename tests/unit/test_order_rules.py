@@ -496,3 +496,13 @@ def test_a_missed_sla_cancels_only_that_supplier_order_not_an_accepted_sibling()
     assert [(r.supplier_id, r.quantity) for r in flow.sent(ReleaseLine, last=True)] == [("sa", 1)]
     again = any_of(flow.sent(AllocateLine, last=True))
     assert (again.quantity, again.excluded_suppliers) == (1, ("sa",))
+
+
+def test_a_decision_claiming_more_backordered_units_than_the_line_has_is_capped() -> None:
+    # found by the agent fuzz test: a release asking back 239,560,602 units is not a
+    # valid command, so the whole decision failed
+    huge = released("sa", 1).model_copy(update={"backordered_after": 239_560_603})
+    flow = Flow().do(placed(), allocated("sa", 2), huge)
+    assert flow.refused() == []
+    assert flow.order.lines["1"].backordered <= flow.order.lines["1"].quantity
+    assert all(r.quantity is None or r.quantity <= 2 for r in flow.sent(ReleaseLine))
