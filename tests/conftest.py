@@ -26,7 +26,7 @@ from tests.helpers import clean_env, make_state_dir
 def pytest_addoption(parser: pytest.Parser) -> None:
     """The chaos soak's size: the short one in CI by default (tests/chaos)."""
     group = parser.getgroup("dropship chaos soak")
-    group.addoption("--soak-orders", default="2000", help="orders the chaos soak places")
+    group.addoption("--soak-orders", default="1500", help="orders the chaos soak places")
     group.addoption("--soak-faults", default="3", help="faults of each kind it injects")
     group.addoption("--soak-rate", default="40", help="orders per second it places")
     group.addoption("--soak-speed", default="1200",

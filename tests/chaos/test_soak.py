@@ -1,6 +1,6 @@
 """The chaos soak: orders flow while workers are killed and paused and Postgres restarts.
 
-The short version runs in CI (2,000 orders, 3 faults of each kind); the long one
+The short version runs in CI (1,500 orders, 3 faults of each kind); the long one
 on demand, e.g. ``pytest tests/chaos -k soak --soak-orders 50000 --soak-faults 10
 --soak-speed 120 --timeout 5000`` (docs/reliability.md; ``--timeout`` lifts the
 10-minute limit per test). Afterwards the checker (``tests/chaos/checker.py``) compares

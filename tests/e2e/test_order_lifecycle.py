@@ -25,9 +25,7 @@ from events.fulfillment import (
     ShipmentUpdated,
     SupplierOrderCancelled,
     SupplierOrderRequested,
-    SupplierOrderUpdated,
 )
-from events.suppliers import ShipmentFailed
 from events.topics import SUPPLIER_EVENTS
 from pipeline.settings import Settings
 from tests.e2e.order_market import Market, running_market
@@ -311,38 +309,6 @@ async def test_shipment_from_the_wrong_supplier_is_dead_lettered(market: Market)
 
 def _parcels(m: Market, order_id: str, state: str) -> list[ShipmentUpdated]:
     return [u for u in m.tap.of(ShipmentUpdated, order_id) if u.state == state]
-
-
-async def test_lost_parcel_is_reshipped_and_a_late_one_reaches_the_shop(market: Market) -> None:
-    m, oid, sku = market, market.name("lost"), market.name("VASE")
-    await m.catalog(sku, ("sa", 1, 10))
-    await m.shop(m.order(oid, ("1", sku, 2, "8.00")))
-    await m.shop(m.payment(oid, "16.00"))
-    so = await supplier_order(m, oid, "sa")
-    await m.supplier("sa", m.accept(oid, so.supplier_order_id, "sa"))
-    await m.supplier("sa", m.ship(oid, so.supplier_order_id, "sa", "p1", {"1": 2}, "LOST1"))
-    [moving] = await m.until("in transit", lambda: _parcels(m, oid, "in_transit"))
-    assert moving.expected_by == moving.dispatched_at + timedelta(days=7)  # default transit
-    assert [a.state for a in m.tap.of(SupplierOrderUpdated, oid)] == ["accepted", "dispatched"]
-    await m.supplier("sa", ShipmentFailed(order_id=oid, supplier_id="sa", shipment_id="p1",
-                                          exception="lost", reported_at=m.now))
-    await m.until("lost", lambda: _parcels(m, oid, "lost"))
-    again = await supplier_order(m, oid, "sa", n=2)  # sa stays a candidate: the carrier lost it
-    assert again.lines[0].quantity == 2
-    await m.supplier("sa", m.ship(oid, again.supplier_order_id, "sa", "p2", {"1": 2}, "SLOW2"))
-    await m.until("p2 in transit", lambda: [u for u in _parcels(m, oid, "in_transit")
-                                            if u.tracking_number == "SLOW2"])
-    m.advance(timedelta(days=9, minutes=1))  # 7 transit days + 2 grace days
-    [late] = await m.until("late", lambda: _parcels(m, oid, "late"))
-    assert late.tracking_number == "SLOW2"
-    flagged = await m.until("late status", lambda: [
-        s for s in m.tap.of(OrderStatusChanged, oid) if s.late])
-    assert flagged[-1].status == "dispatched"
-    await m.supplier("sa", m.delivered(oid, "sa", "p2"))
-    done = await status(m, oid, "delivered")
-    assert not done.late
-    assert m.tap.of(RefundIssued, oid) == []
-    assert [d for d in m.dead_letters(oid) if d.source_topic == SUPPLIER_EVENTS] == []
 
 
 async def test_late_shipment_after_failover_cancels_the_replacement(market: Market) -> None:

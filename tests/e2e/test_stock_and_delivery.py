@@ -23,9 +23,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.catalog import Destination, StockLevelReported, SupplierOfferUpdated
 from events.fulfillment import (
+    OrderStatusChanged,
     RefundIssued,
     ShipmentUpdated,
     SupplierOrderRequested,
+    SupplierOrderUpdated,
 )
 from events.suppliers import ShipmentFailed, SupplierOrderRejected
 from events.topics import SUPPLIER_EVENTS
@@ -204,10 +206,15 @@ async def test_a_parcel_past_its_expected_delivery_is_late_for_the_shop_and_ops(
     m.advance(timedelta(days=4, hours=1))
     late = await shipment(m, oid, "pl", "late")
     assert late.tracking_number == "SLOW1"
+    flagged = await m.until("late status", lambda: [
+        s for s in m.tap.of(OrderStatusChanged, oid) if s.late])
+    assert flagged[-1].status == "dispatched"  # the flag, not a status of its own
     await m.until("late in read models", lambda: _late_listed(env, oid))
     await m.supplier("sa", m.delivered(oid, "sa", "pl"))
     await shipment(m, oid, "pl", "delivered")
-    await status(m, oid, "delivered")
+    done = await status(m, oid, "delivered")
+    assert not done.late
+    assert [d for d in m.dead_letters(oid) if d.source_topic == SUPPLIER_EVENTS] == []
 
 
 def _late_listed(env: dict[str, str], oid: str) -> bool:
@@ -227,6 +234,7 @@ async def test_a_lost_parcel_is_reshipped_then_refunded(
     await m.supplier("sa", m.accept(oid, first.supplier_order_id, "sa"))
     await m.supplier("sa", m.ship(oid, first.supplier_order_id, "sa", "s1", {"1": 2}, "LOST1"))
     await shipment(m, oid, "s1", "in_transit")
+    assert [a.state for a in m.tap.of(SupplierOrderUpdated, oid)] == ["accepted", "dispatched"]
     await m.supplier("sa", ShipmentFailed(order_id=oid, supplier_id="sa", shipment_id="s1",
                                           exception="lost", reported_at=m.now))
     await shipment(m, oid, "s1", "lost")
