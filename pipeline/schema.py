@@ -98,14 +98,27 @@ processed_events = Table(
     PrimaryKeyConstraint("consumer", "source", "event_id", name="processed_events_pkey"),
 )
 
-#: The allocation agent's state of record: one document per sku (offers, stock
-#: budgets, live reservations by line), the aggregate the pure core works on.
+#: The allocation agent's state of record, the aggregate the pure core works on:
+#: one document per sku (offers, stock budgets, queue counters; format 3) plus one
+#: ``allocation_lines`` row per line (its reservations and backorder), so a batch
+#: writes only the lines it changed. ``rev`` is a random stamp written with every
+#: change: a worker that cached the state it wrote knows from it that nobody wrote since.
 allocation_state = Table(
     "allocation_state",
     metadata,
     Column("sku", Text, primary_key=True),
     Column("state", JSONB, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("rev", BigInteger, nullable=True),
+)
+
+allocation_lines = Table(
+    "allocation_lines",
+    metadata,
+    Column("sku", Text, primary_key=True),
+    Column("order_id", Text, primary_key=True),
+    Column("line_id", Text, primary_key=True),
+    Column("line", JSONB, nullable=False),
 )
 
 #: The order agent's state of record: one document per order, with the next

@@ -275,10 +275,10 @@ def _difference(got: Any, want: Any) -> str:
 async def check_state(engine: AsyncEngine, ref: Replay, verdict: Verdict) -> None:
     """Step 4, and no oversell in the stored budgets themselves."""
     async with engine.connect() as conn:
-        skus = {k: _json(v) for k, v in await conn.execute(
-            text("SELECT sku, state FROM allocation_state"))}
+        stored = await allocation.read_states(conn)
         docs = {k: _json(v) for k, v in await conn.execute(
             text("SELECT order_id, state FROM order_state"))}
+    skus = {sku: _json(allocation.dump_state(s)) for sku, s in stored.items()}
     verdict.add("state", [f"allocation_state {sku} differs from the reference"
                           for sku in sorted(skus.keys() | ref.skus.keys())
                           if skus.get(sku) != (_json(allocation.dump_state(ref.skus[sku]))
@@ -289,9 +289,8 @@ async def check_state(engine: AsyncEngine, ref: Replay, verdict: Verdict) -> Non
             verdict.add("state", [f"order_state {oid} differs from the reference: "
                                   f"{_difference(docs.get(oid), want)}"])
     verdict.add("no_oversell", [f"allocation_state {sku}: {supplier}"
-                                for sku, doc in sorted(skus.items())
-                                for supplier in alloc_core.oversold(
-                                    allocation.load_state(sku, doc))])
+                                for sku, state in sorted(stored.items())
+                                for supplier in alloc_core.oversold(state)])
 
 
 def check_published(topics: Topics, ref: Replay) -> list[str]:

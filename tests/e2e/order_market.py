@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents import allocation, orders
-from agents.allocation import load_state
+from agents.allocation import read_states
 from agents.core.allocation import SkuState
 from agents.core.orders import Order
 from agents.orders import load_order
@@ -54,7 +54,7 @@ from pipeline.clock import set_file_time
 from pipeline.devstack.processes import free_port
 from pipeline.kafka import client_options, create_producer, ensure_topics
 from pipeline.lag import broker_ends, lag_report
-from pipeline.schema import allocation_state, order_state
+from pipeline.schema import order_state
 from pipeline.settings import Settings
 from projections import projector
 from tests.helpers import start_worker, stop_worker
@@ -309,10 +309,9 @@ class Market:
 
     async def sku_state(self, sku: str) -> SkuState:
         async with self.engine.connect() as conn:
-            doc = await conn.scalar(select(allocation_state.c.state)
-                                    .where(allocation_state.c.sku == sku))
-        assert doc is not None
-        return load_state(sku, doc)
+            states = await read_states(conn, [sku])
+        assert sku in states
+        return states[sku]
 
     def dead_letters(self, key: str) -> list[DeadLetter]:
         return [e.data for e in self.tap.events

@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.allocation import CONSUMER, load_state, rules_of
+from agents.allocation import CONSUMER, read_states, rules_of
 from agents.core import allocation as core
 from events.allocation import AllocateLine, CommitLine, ReleaseLine
 from events.codec import decode, encode, key_of
@@ -29,7 +29,7 @@ from events.envelope import CloudEvent, wrap
 from events.topics import DECISIONS, STOCK
 from pipeline.checkpoints import load_checkpoint
 from pipeline.kafka import create_producer, ensure_topics
-from pipeline.schema import allocation_state, outbox
+from pipeline.schema import outbox
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader, derive
 from tests.chaos.harness import Worker
@@ -199,9 +199,7 @@ async def test_sigkill_three_times_changes_nothing(
 
     want_states, want_events = reference(catalog, commands, rules_of(migrated))
     async with engine.connect() as conn:
-        rows = (await conn.execute(select(allocation_state.c.sku, allocation_state.c.state)
-                                   .where(allocation_state.c.sku.in_(skus)))).all()
-    states = {sku: load_state(sku, doc) for sku, doc in rows}
+        states = await read_states(conn, skus)
     assert states == want_states  # offers, stock budgets, every reservation and backorder
     assert all(list(core.oversold(s)) == [] for s in states.values())
     got_events = await published_decisions(migrated, skus)

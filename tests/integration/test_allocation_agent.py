@@ -13,7 +13,7 @@ import pytest_asyncio
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.allocation import AllocationHandler, load_state, rules_of
+from agents.allocation import AllocationHandler, read_states, rules_of
 from agents.core.allocation import SkuState
 from events.allocation import LineAllocated, LineBackordered
 from events.codec import decode, encode, key_of
@@ -22,7 +22,7 @@ from events.envelope import CloudEvent, wrap
 from events.topics import ALLOCATION, DECISIONS, SUPPLIER_CATALOG
 from pipeline.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
 from pipeline.kafka import create_producer, ensure_topics
-from pipeline.schema import allocation_state, outbox
+from pipeline.schema import outbox
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor, Record
 from tests.unit import allocation_factories as f
@@ -97,10 +97,9 @@ class Harness:
 
     async def state(self) -> SkuState:
         async with self.engine.connect() as conn:
-            doc = await conn.scalar(select(allocation_state.c.state)
-                                    .where(allocation_state.c.sku == self.sku))
-        assert doc is not None, f"no state for {self.sku}"
-        return load_state(self.sku, doc)
+            states = await read_states(conn, [self.sku])
+        assert self.sku in states, f"no state for {self.sku}"
+        return states[self.sku]
 
 
 @pytest_asyncio.fixture

@@ -32,13 +32,14 @@ from tests.helpers import order_event, start_worker, stop_worker
 pytestmark = pytest.mark.integration
 
 APP_ROLE = "dropship_app"
-#: What the role may do, table by table: exactly the grants of migrations 0006 to 0008.
+#: What the role may do, table by table: exactly the grants of migrations 0006 to 0009.
 EXPECTED = {
     "public.checkpoints": {"SELECT", "INSERT", "UPDATE"},
     "public.outbox": {"SELECT", "INSERT", "UPDATE"},
     "public.event_log": {"SELECT", "INSERT"},
     "public.processed_events": {"SELECT", "INSERT"},
     "public.allocation_state": {"SELECT", "INSERT", "UPDATE"},
+    "public.allocation_lines": {"SELECT", "INSERT", "UPDATE", "DELETE"},
     "public.order_state": {"SELECT", "INSERT", "UPDATE"},
     "read.order_status": {"SELECT", "INSERT", "UPDATE"},
     "read.order_lines": {"SELECT", "INSERT", "UPDATE"},

@@ -3,9 +3,10 @@ written before destinations, commits and the overtake bound still load."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
-from agents.allocation import dump_state, load_state, rules_of
+from agents.allocation import _line_changes, dump_line, dump_sku, dump_state, load_state, rules_of
 from agents.core.allocation import SkuState, apply, oversold
 from pipeline.settings import Settings
 from tests.unit.allocation_factories import RULES, SKU, T0, alloc, at, commit, dest, offer, stock
@@ -47,3 +48,34 @@ def test_rules_come_from_settings() -> None:
     rules = rules_of(Settings(fx_rates="USD=1,EUR=1.08", backorder_overtakes=5))
     assert rules.fx_rates == {"USD": Decimal(1), "EUR": Decimal("1.08")}
     assert rules.backorder_overtakes == 5
+
+
+def _served_state() -> SkuState:
+    state = SkuState(SKU)
+    for message in (offer("a"), offer("b", priority=2), stock("a", 3), stock("b", 2),
+                    alloc("o1", 4), alloc("o2", 2), commit("o1", "a", 3, 1)):
+        state, _ = apply(state, message, T0, RULES)
+    return state
+
+
+def test_a_document_and_its_line_rows_load_as_the_whole_state() -> None:
+    state = _served_state()
+    doc = dump_sku(state)
+    assert "lines" not in doc
+    assert doc["format"] == 3
+    assert load_state(SKU, doc, [dump_line(ln) for ln in state.lines.values()]) == state
+
+
+def test_only_the_lines_a_command_touched_are_rewritten() -> None:
+    """The core replaces the line objects it changes and shares the rest, so the save
+    writes those rows only; a line gone from the state is deleted; a state read from a
+    document with its lines inside writes them all (they move to rows)."""
+    before = _served_state()
+    after, _ = apply(before, alloc("o3", 1), T0, RULES)
+    upserts, gone = _line_changes([(before, after)], inline=set())
+    assert [(u["order_id"], u["line_id"]) for u in upserts] == [("o3", "1")]
+    assert gone == []
+    upserts, _ = _line_changes([(before, after)], inline={SKU})
+    assert sorted(u["order_id"] for u in upserts) == ["o1", "o2", "o3"]
+    dropped = replace(after, lines={k: v for k, v in after.lines.items() if k[0] != "o2"})
+    assert _line_changes([(after, dropped)], inline=set()) == ([], [(SKU, "o2", "1")])
