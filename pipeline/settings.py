@@ -74,6 +74,14 @@ class Settings(BaseSettings):
     kafka_session_timeout_s: float = Field(6.0, ge=1.0, le=300.0)
     kafka_heartbeat_interval_s: float = Field(1.0, gt=0.0, le=100.0)
     kafka_auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    kafka_fetch_max_wait_ms: int = Field(
+        20, ge=0, le=60_000,
+        description="Longest the broker may hold a consumer's fetch when it has no new "
+                    "records (Kafka's fetch.max.wait.ms; Faust's own is 1,500). Real Kafka "
+                    "answers as soon as a record arrives, so a low value only means more "
+                    "empty fetches when idle; the embedded broker holds every fetch this "
+                    "long, so it bounds the latency of each hop there.",
+    )
     app_id: str = Field(
         "dropship", pattern=r"^[A-Za-z0-9._-]{1,200}$",
         description="Faust app id, also the prefix of consumer group ids.",

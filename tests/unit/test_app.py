@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from events.topics import ALL_TOPICS, INPUT_TOPICS
 from pipeline.app import create_app, declare_topics
 from pipeline.settings import Settings
@@ -38,3 +40,24 @@ def test_shutdown_does_not_wait_for_buffered_events() -> None:
     worker from stopping for over a minute in CI; checkpoints make waiting pointless."""
     app = create_app(Settings(_env_file=None, app_id="unit-shutdown"))
     assert app.conf.stream_wait_empty is False
+
+
+async def test_each_apps_consumer_takes_its_own_fetch_wait() -> None:
+    """Faust hard-codes 1,500 ms; the aiokafka consumer each app builds (not started,
+    so nothing connects) carries that app's setting, two apps in one process apart."""
+    import asyncio
+
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    apps = [create_app(Settings(_env_file=None, app_id=f"unit-fetch-{wait}",
+                                kafka_bootstrap_servers="127.0.0.1:9",
+                                kafka_fetch_max_wait_ms=wait))
+            for wait in (37, 900)]
+    consumers = [cast(faust_aiokafka.Consumer, app.consumer)._thread._create_consumer(
+        asyncio.get_running_loop()) for app in apps]
+    try:
+        assert [c._fetch_max_wait_ms for c in consumers] == [37, 900]
+        assert all(c._fetcher is None for c in consumers)  # start() builds it from the above
+    finally:
+        for c in consumers:
+            await c.stop()

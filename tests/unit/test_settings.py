@@ -48,9 +48,21 @@ def test_dev_env_file_is_read_and_environment_wins(monkeypatch: pytest.MonkeyPat
     assert s.dev_pg_port == 3333
 
 
+def test_fetch_wait_defaults_low_and_comes_from_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().kafka_fetch_max_wait_ms == 20
+    monkeypatch.setenv("DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS", "1500")
+    assert load_settings().kafka_fetch_max_wait_ms == 1500
+    monkeypatch.setenv("DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS", "0")
+    assert load_settings().kafka_fetch_max_wait_ms == 0
+
+
 @pytest.mark.parametrize(
     ("var", "value"),
     [
+        ("DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS", "-1"),
+        ("DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS", "60001"),
         ("DROPSHIP_KAFKA_TOPIC_PARTITIONS", "abc"),
         ("DROPSHIP_KAFKA_TOPIC_PARTITIONS", "0"),
         ("DROPSHIP_KAFKA_SECURITY_PROTOCOL", "TELNET"),
