@@ -163,14 +163,17 @@ def make_world(seed: int, prefix: str, *, shops: int = 3, suppliers: int = 6, sk
                transit_days: tuple[int, int] = (1, 6),
                delivery_grace: timedelta = timedelta(days=2),
                default_transit: timedelta = timedelta(days=7),
-               report_lag: timedelta = timedelta(minutes=90)) -> World:
+               report_lag: timedelta = timedelta(minutes=90),
+               everywhere: bool = False) -> World:
     """A market of ``shops`` shops and ``suppliers`` suppliers over ``skus`` skus; each sku
     is carried by 1-4 suppliers with distinct priorities, costs and SLAs; suppliers'
-    lanes take ``transit_days`` (a range) to each country they serve."""
+    lanes take ``transit_days`` (a range) to each country they serve (with
+    ``everywhere``, every supplier serves every country: benchmarks, where no line
+    should wait for a route)."""
     rng = rng_for(seed, "world")
     sku_ids = tuple(f"{prefix}-SKU-{i:04d}" for i in range(skus))
     supplier_ids = [f"{prefix}-sup-{i}" for i in range(suppliers)]
-    lanes = {s: _lanes(rng, transit_days) for s in supplier_ids}
+    lanes = {s: _lanes(rng, transit_days, everywhere) for s in supplier_ids}
     styles = {s: _style(rng, len(lanes[s])) for s in supplier_ids}
     stated: dict[str, tuple[Destination, ...]] = {}
     for s in supplier_ids:
@@ -210,10 +213,12 @@ def make_world(seed: int, prefix: str, *, shops: int = 3, suppliers: int = 6, sk
                  report_lag=report_lag)
 
 
-def _lanes(rng: random.Random, transit_days: tuple[int, int]) -> dict[str, Lane]:
+def _lanes(rng: random.Random, transit_days: tuple[int, int],
+           everywhere: bool = False) -> dict[str, Lane]:
     """A supplier's lanes: every country or all but one or two, each with its shipping
     cost per unit (0 to 6.00, a third of them free) and transit days."""
-    served = sorted(rng.sample(COUNTRIES, len(COUNTRIES) - rng.choice((0, 0, 0, 1, 1, 2))))
+    left_out = rng.choice((0, 0, 0, 1, 1, 2))
+    served = sorted(rng.sample(COUNTRIES, len(COUNTRIES) - (0 if everywhere else left_out)))
     return {c: Lane(Decimal(0) if rng.random() < 0.33
                     else Decimal(rng.randint(50, 600)).scaleb(-2),
                     rng.randint(*transit_days)) for c in served}

@@ -423,3 +423,10 @@ def test_shares_are_checked() -> None:
         Shares().with_overrides({"pai": 0.5})
     with pytest.raises(ValueError, match="between 0 and 1"):
         Shares().with_overrides({"pay": 1.5})
+
+
+def test_a_world_for_benchmarks_lets_every_supplier_serve_every_country() -> None:
+    some = make_world(3, "w", suppliers=12)
+    assert any(p.countries != frozenset(COUNTRIES) for p in some.suppliers)
+    every = make_world(3, "w", suppliers=12, everywhere=True)
+    assert all(p.countries == frozenset(COUNTRIES) for p in every.suppliers)
