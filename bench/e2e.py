@@ -33,10 +33,8 @@ import itertools
 import json
 import os
 import secrets
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -50,11 +48,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._stack import RESULTS, embedded_stack
 from pipeline.db import create_engine
-from pipeline.devstack import down, up
 from pipeline.devstack.processes import Proc, spawn_worker
 from pipeline.kafka import client_options, create_producer, ensure_topics
-from pipeline.migrate import upgrade_sync
 from pipeline.settings import Settings
 from projections.catchup import CONSUMERS
 from simulator.run import Limits, SimClock, Simulation
@@ -65,7 +62,6 @@ SENT = ("sent_to_supplier", "partially_dispatched", "dispatched", "delivered")
 #: payment window of 100 ms (for the shops' timing only) each pays 1-15 ms after placing.
 SHARES = Shares(pay=1.0, pay_late=0.0, cancel=0.0, duplicate=0.0, reorder=0.0, malformed=0.0)
 PAY_AT_ONCE = timedelta(milliseconds=100)
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 @dataclass
@@ -303,41 +299,33 @@ def main() -> None:
                         help="Longest wait for a phase to complete (seconds).")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop what we started
-    temp = Path(tempfile.mkdtemp(prefix="dropship-bench-"))
-    stack, _ = up(temp, 0, 0)
-    worker: Proc | None = None
-    try:
-        settings = Settings(_env_file=None, kafka_bootstrap_servers=stack.bootstrap_servers,
-                            database_url=stack.database_url, database_admin_url=None,
-                            app_id=f"bench-{secrets.token_hex(3)}")
-        upgrade_sync(settings)
-        asyncio.run(ensure_topics(settings))
-        worker = spawn_worker({**stack.env(), "DROPSHIP_APP_ID": settings.app_id,
-                               "DROPSHIP_LOG_LEVEL": "warning"}, temp / "worker.log")
-        rss = Rss(worker.pid)
-        rss.start()
-        result = asyncio.run(measure(settings, args, rss))
-        rss.stop()
-        result["ratio"] = round(result["throughput"]["messages_per_s"]
-                                / result["baseline"]["messages_per_s"], 4)
-        mem10k = result["throughput"]["at_10k"].get("rss")
-        result["memory"] = {"rss_10k_mib": round(mem10k / 2**20, 1) if mem10k else None,
-                            "peak_mib": round(rss.peak() / 2**20, 1)}
-        result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
-                             "when": datetime.now(UTC).isoformat(timespec="seconds")}
-        result["args"] = vars(args)
-        RESULTS.mkdir(exist_ok=True)
-        stem = RESULTS / f"e2e-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-        chart(result, stem.with_suffix(".png"))
-        stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
-        report(result)
-        print(f"wrote {stem}.json and {stem}.png")
-    finally:
-        if worker is not None:
-            worker.stop(timeout_s=30)
-        down(temp)
-        shutil.rmtree(stack.pg_dir, ignore_errors=True)  # may live outside temp
-        shutil.rmtree(temp, ignore_errors=True)
+    with embedded_stack() as emb:
+        settings = emb.settings
+        worker: Proc | None = None
+        try:
+            worker = spawn_worker({**emb.stack.env(), "DROPSHIP_APP_ID": settings.app_id,
+                                   "DROPSHIP_LOG_LEVEL": "warning"}, emb.temp / "worker.log")
+            rss = Rss(worker.pid)
+            rss.start()
+            result = asyncio.run(measure(settings, args, rss))
+            rss.stop()
+        finally:
+            if worker is not None:
+                worker.stop(timeout_s=30)
+    result["ratio"] = round(result["throughput"]["messages_per_s"]
+                            / result["baseline"]["messages_per_s"], 4)
+    mem10k = result["throughput"]["at_10k"].get("rss")
+    result["memory"] = {"rss_10k_mib": round(mem10k / 2**20, 1) if mem10k else None,
+                        "peak_mib": round(rss.peak() / 2**20, 1)}
+    result["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0],
+                         "when": datetime.now(UTC).isoformat(timespec="seconds")}
+    result["args"] = vars(args)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"e2e-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    chart(result, stem.with_suffix(".png"))
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    report(result)
+    print(f"wrote {stem}.json and {stem}.png")
 
 
 if __name__ == "__main__":
