@@ -22,7 +22,7 @@ Steps:
    rest is published while it works, and measured until every event is applied:
    - **agent**: ``dropship worker --agents allocation``, default settings (batches
      of ``DROPSHIP_AGENT_BATCH_SIZE``=500), emptied state tables (``allocation_state``,
-     ``processed_events``, ``outbox``) and its checkpoints set where this copy
+     ``allocation_lines``, ``processed_events``, ``outbox``) and its checkpoints set where this copy
      begins. Progress: those checkpoints; decisions: its outbox rows for
      ``fulfillment.decisions``; the order it applied events in: ``processed_events``;
    - **faust table**: ``bench/faust_table_agent.py`` with its own app id (consumer
@@ -325,8 +325,8 @@ class Agent:
     async def prepare(self, app_id: str, starts: dict[tuple[str, int], int]) -> None:
         self.starts = starts
         async with self.engine.begin() as conn:  # nothing applied, nothing owed
-            await conn.execute(text("TRUNCATE allocation_state, processed_events, outbox, "
-                                    "checkpoints"))
+            await conn.execute(text("TRUNCATE allocation_state, allocation_lines, "
+                                    "processed_events, outbox, checkpoints"))
             for (topic, partition), start in starts.items():
                 if start > 0:  # as if it had applied every record before this copy
                     await conn.execute(text(
