@@ -49,6 +49,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._stack import RESULTS, embedded_stack
+from events.allocation import AllocateLine, LineAllocated
+from events.fulfillment import SupplierOrderRequested
 from pipeline.db import create_engine
 from pipeline.devstack.processes import Proc, spawn_worker
 from pipeline.kafka import client_options, create_producer, ensure_topics
@@ -60,7 +62,10 @@ from simulator.world import Shares, make_world
 SENT = ("sent_to_supplier", "partially_dispatched", "dispatched", "delivered")
 #: Every order paid; no cancellations, faults or late payments: the happy path. With a
 #: payment window of 100 ms (for the shops' timing only) each pays 1-15 ms after placing.
-SHARES = Shares(pay=1.0, pay_late=0.0, cancel=0.0, duplicate=0.0, reorder=0.0, malformed=0.0)
+#: Every order placed, paid in full at once and sent on: no faults, no split or wrong
+#: payment, no cancellation (anything else would leave orders short of "sent").
+SHARES = Shares(pay=1.0, pay_late=0.0, pay_in_two=0.0, overpay=0.0, wrong_currency=0.0,
+                cancel=0.0, cancel_units=0.0, duplicate=0.0, reorder=0.0, malformed=0.0)
 PAY_AT_ONCE = timedelta(milliseconds=100)
 
 
@@ -68,16 +73,19 @@ PAY_AT_ONCE = timedelta(milliseconds=100)
 class Rss:
     """Samples a process's resident set size every ``every`` seconds, in a thread."""
 
-    pid: int
+    pids: list[int]
     every: float = 0.5
     samples: list[tuple[float, int]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def now(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        return 0
+        """The sum over the worker processes (bytes)."""
+        total = 0
+        for pid in self.pids:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        return total
 
     def start(self) -> None:
         def loop() -> None:
@@ -122,7 +130,8 @@ async def throughput(settings: Settings, engine: AsyncEngine, orders: int, rss: 
                      timeout_s: float) -> dict[str, Any]:
     """Step 1 (and the 10k memory mark of step 3)."""
     world = make_world(1, f"b{secrets.token_hex(2)}", skus=200, shares=SHARES,
-                       stock=(10_000_000, 10_000_000), payment_window=PAY_AT_ONCE)
+                       stock=(10_000_000, 10_000_000), payment_window=PAY_AT_ONCE,
+                       everywhere=True)
     sim = Simulation(settings, world, SimClock(), react=False)
     await sim.start()
     await _catalog_projected(engine, world.prefix, sum(len(s.offers) for s in world.suppliers))
@@ -154,9 +163,12 @@ async def latency(settings: Settings, engine: AsyncEngine, rate: float, seconds:
                   timeout_s: float) -> dict[str, Any]:
     """Step 2."""
     world = make_world(2, f"l{secrets.token_hex(2)}", skus=200, shares=SHARES,
-                       stock=(10_000_000, 10_000_000), payment_window=PAY_AT_ONCE)
+                       stock=(10_000_000, 10_000_000), payment_window=PAY_AT_ONCE,
+                       everywhere=True)
     sim = Simulation(settings, world, SimClock(), react=False)
     sim.placed_at = {}
+    to_wall = time.time() - time.monotonic()  # the database stamps wall-clock times
+    seen_wall: dict[str, float] = {}
     await sim.start()
     await _catalog_projected(engine, world.prefix, sum(len(s.offers) for s in world.suppliers))
     placing = asyncio.create_task(sim.place_orders(Limits(None, seconds, rate)))
@@ -172,6 +184,7 @@ async def latency(settings: Settings, engine: AsyncEngine, rate: float, seconds:
             now = time.monotonic()
             for order_id in found:
                 seen[order_id] = now - sim.placed_at[order_id]
+                seen_wall[order_id] = now + to_wall
         await asyncio.sleep(0.02)
     await placing
     await sim.stop()
@@ -180,10 +193,60 @@ async def latency(settings: Settings, engine: AsyncEngine, rate: float, seconds:
     def pct(q: float) -> float:
         return round(ms[min(len(ms) - 1, int(q * len(ms)))], 1) if ms else float("nan")
 
+    placed_wall = {o: t + to_wall for o, t in sim.placed_at.items()}
     return {"offered_per_s": rate, "seconds": seconds, "orders": len(sim.placed_at),
             "completed": len(ms), "p50_ms": pct(0.50), "p95_ms": pct(0.95),
             "p99_ms": pct(0.99), "max_ms": round(ms[-1], 1) if ms else None,
-            "latencies_ms": [round(v, 1) for v in ms]}
+            "latencies_ms": [round(v, 1) for v in ms],
+            "hops": await hops(engine, placed_wall, seen_wall)}
+
+
+#: The hops of an order from placed to visible as sent, by the derived event that
+#: ends each: (label, producer, CloudEvents type).
+HOPS = (("orders: OrderPlaced -> AllocateLine", "orders", AllocateLine.TYPE),
+        ("allocation: AllocateLine -> LineAllocated", "allocation", LineAllocated.TYPE),
+        ("orders: LineAllocated -> SupplierOrderRequested", "orders",
+         SupplierOrderRequested.TYPE))
+
+
+async def hops(engine: AsyncEngine, placed: dict[str, float],
+               seen: dict[str, float]) -> dict[str, dict[str, float]]:
+    """Per hop, percentiles (ms) of its two parts, from the outbox rows each agent wrote
+    for the order: **wait** (from the input's publication, or the order's send, to the
+    start of the transaction that applied it: consumer fetch, batch window, queueing)
+    and **commit + relay** (that transaction and the relay's publication); then
+    **projector + poll** (from the last publication to the bench's poll seeing the row).
+    Per order, the first row of each type; orders missing a row are left out."""
+    ids = [o for o in seen if o in placed]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(text(
+            "SELECT producer, v->>'type', v#>>'{data,order_id}', "
+            "       extract(epoch FROM min(created_at)), extract(epoch FROM min(published_at)) "
+            "FROM (SELECT producer, created_at, published_at, "
+            "             convert_from(value, 'UTF8')::jsonb AS v FROM outbox) o "
+            "WHERE v#>>'{data,order_id}' = ANY(:ids) GROUP BY 1, 2, 3"), {"ids": ids})).all()
+    got = {(p, t, o): (float(c), float(s)) for p, t, o, c, s in rows if c and s}
+    parts: dict[str, list[float]] = {}
+    for order in ids:
+        chain, before = [], placed[order]
+        for label, producer, kind in HOPS:
+            row = got.get((producer, kind, order))
+            if row is None:
+                break
+            chain += [(f"{label}: wait", row[0] - before),
+                      (f"{label}: commit + relay", row[1] - row[0])]
+            before = row[1]
+        else:
+            chain.append(("projector + poll", seen[order] - before))
+            for name, value in chain:
+                parts.setdefault(name, []).append(value * 1000)
+    return {name: {"p50_ms": _pct(v, 0.5), "p99_ms": _pct(v, 0.99), "n": len(v)}
+            for name, v in parts.items()}
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
 
 
 async def passthrough(settings: Settings, messages: int, size: int) -> dict[str, Any]:
@@ -285,6 +348,8 @@ def report(result: dict[str, Any]) -> None:
         ("worker RSS at 10k orders / peak at the end",
          f"{mem['rss_10k_mib']} MiB / {mem['peak_mib']} MiB"),
     ]
+    rows += [(f"  {name}", f"p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms")
+             for name, v in lat.get("hops", {}).items()]
     width = max(len(r[0]) for r in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
@@ -297,20 +362,28 @@ def main() -> None:
     parser.add_argument("--latency-s", type=float, default=20.0)
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="Longest wait for a phase to complete (seconds).")
+    parser.add_argument("--split", action="store_true",
+                        help="Run the projector in a worker process of its own (its own "
+                             "consumer group) beside one for the allocation and order "
+                             "agents, so both cores work; RSS is then their sum.")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop what we started
     with embedded_stack() as emb:
         settings = emb.settings
-        worker: Proc | None = None
+        workers: list[Proc] = []
+        groups = (("projector", "allocation,orders") if args.split else (None,))
         try:
-            worker = spawn_worker({**emb.stack.env(), "DROPSHIP_APP_ID": settings.app_id,
-                                   "DROPSHIP_LOG_LEVEL": "warning"}, emb.temp / "worker.log")
-            rss = Rss(worker.pid)
+            for agents in groups:
+                app_id = settings.app_id + (f"-{agents.split(',')[0]}" if agents else "")
+                workers.append(spawn_worker(
+                    {**emb.stack.env(), "DROPSHIP_APP_ID": app_id,
+                     "DROPSHIP_LOG_LEVEL": "warning"}, emb.temp / "worker.log", agents))
+            rss = Rss([w.pid for w in workers])
             rss.start()
             result = asyncio.run(measure(settings, args, rss))
             rss.stop()
         finally:
-            if worker is not None:
+            for worker in workers:
                 worker.stop(timeout_s=30)
     result["ratio"] = round(result["throughput"]["messages_per_s"]
                             / result["baseline"]["messages_per_s"], 4)

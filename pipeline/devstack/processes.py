@@ -116,12 +116,14 @@ def accepts_connections(port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def spawn_worker(env: dict[str, str], log_path: Path) -> Proc:
-    """Start ``dropship worker`` as a child process: our environment plus ``env`` and a
-    free web port, output appended to ``log_path``. Used by the demo and the benchmark;
-    the caller stops it with :meth:`Proc.stop`."""
+def spawn_worker(env: dict[str, str], log_path: Path, agents: str | None = None) -> Proc:
+    """Start ``dropship worker`` (``--agents agents`` if given) as a child process: our
+    environment plus ``env`` and a free web port, output appended to ``log_path``.
+    Used by the demo and the benchmarks; the caller stops it with :meth:`Proc.stop`."""
     full = {**os.environ, "DROPSHIP_WEB_PORT": str(free_port()), **env}
+    argv = [sys.executable, "-m", "pipeline.cli", "worker",
+            *(["--agents", agents] if agents else [])]
     with log_path.open("ab") as log:
-        popen = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=full,
+        popen = subprocess.Popen(argv, env=full,
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     return Proc.of(popen.pid)
