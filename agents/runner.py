@@ -101,7 +101,7 @@ def highwater_of(consumer: Any, tp: tuple[str, int]) -> int | None:
 
 
 def register(app: Any, topic: Any, processor: Processor, name: str, topics: Iterable[str],
-             batch_size: int = 500, within_s: float = 0.1, tail_check_s: float = 2.0) -> Any:
+             batch_size: int = 500, within_s: float = 0.02, tail_check_s: float = 2.0) -> Any:
     """Declare the agent ``name`` on ``app``: batches of ``topic`` through ``processor``."""
     tail = TailCheck(processor, topics)
 
