@@ -3,10 +3,12 @@ on one broker and one database.
 
     .venv/bin/pip install -e '.[bench]'   # matplotlib, py-spy
     .venv/bin/python bench/e2e.py [--orders 100000] [--latency-rate 500] [--latency-s 20]
+                                  [--split]
 
 Starts its own embedded stack (broker + Postgres) in a temporary folder on free ports,
 migrates a fresh database, starts one worker (``dropship worker``: all agents in one
-process) and stops both at the end. Steps:
+process; with ``--split``, one for the projector and one for the allocation and
+order agents, each its own consumer group) and stops everything at the end. Steps:
 1. **throughput**: the simulator's suppliers publish offers and ample stock; its
    shops then place ``--orders`` orders and pay each at once, as fast as the
    producers take them. An order is *completed* when its row in ``read.order_status``
@@ -15,7 +17,9 @@ process) and stops both at the end. Steps:
    agents together (the sum of their checkpoints' advance).
 2. **latency**: orders offered at ``--latency-rate`` per second for ``--latency-s``
    seconds; per order, from the send of its ``OrderPlaced`` to the first poll (every
-   ~20 ms) that sees its row sent to a supplier: p50/p95/p99.
+   ~20 ms) that sees its row sent to a supplier: p50/p95/p99; and per hop (from
+   the outbox rows each agent wrote for the order) its wait and its commit + relay,
+   then projector + poll (:func:`hops`).
 3. **memory**: the worker's RSS (``/proc``) sampled every 0.5 s: at 10k orders
    completed, and the peak at the end.
 4. **baseline**: a raw aiokafka consume -> transform (JSON parse, add a field,
