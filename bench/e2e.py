@@ -123,6 +123,19 @@ async def _applied(engine: AsyncEngine) -> int:
                                      "WHERE consumer = ANY(:c)", c=list(CONSUMERS)) or 0)
 
 
+async def _quiet(engine: AsyncEngine, timeout_s: float, still_s: float = 3.0) -> None:
+    """Wait until no agent has applied anything for ``still_s`` (their backlogs of
+    step 1 are worked off), so step 2 measures the pipeline, not a queue."""
+    last, since, end = -1, time.monotonic(), time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        applied = await _applied(engine)
+        if applied != last:
+            last, since = applied, time.monotonic()
+        elif time.monotonic() - since >= still_s:
+            return
+        await asyncio.sleep(0.5)
+
+
 async def _catalog_projected(engine: AsyncEngine, prefix: str, offers: int) -> None:
     """Wait until every (supplier, sku) of the run has its stock row (the catalog is in)."""
     while int(await _scalar(engine, "SELECT count(*) FROM read.supplier_stock "  # noqa: ASYNC110 (polls Postgres)
@@ -328,6 +341,8 @@ async def measure(settings: Settings, args: argparse.Namespace, rss: Rss) -> dic
     try:
         print(f"throughput: {args.orders} orders as fast as the pipeline takes them")
         thr = await throughput(settings, engine, args.orders, rss, args.timeout)
+        print("waiting for every agent to work off its backlog")
+        await _quiet(engine, args.timeout)
         print(f"latency: {args.latency_rate:g} orders/s for {args.latency_s:g} s")
         lat = await latency(settings, engine, args.latency_rate, args.latency_s, args.timeout)
         size = int(await _scalar(engine, "SELECT avg(length(value)) FROM event_log") or 500)
