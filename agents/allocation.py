@@ -191,9 +191,8 @@ class StateStore:
             .with_for_update())).all())
         states: dict[str, core.SkuState] = {}
         for sku in skus:
-            cached = self._cache.get(sku)
-            if sku in revs and cached is not None and revs[sku] is not None \
-                    and cached[0] == revs[sku]:
+            cached = self._cache.get(sku)  # cached revs are never None
+            if cached is not None and cached[0] == revs.get(sku):
                 states[sku] = cached[1]
                 self._cache.move_to_end(sku)
         stale = {sku for sku in revs if sku not in states}

@@ -2,8 +2,6 @@
 
 - :func:`embedded_stack`: broker + Postgres on free ports in a temporary folder,
   migrated, every topic created; stopped and removed on exit, whatever happened;
-- :func:`spawn`: start a child process of ours (a worker, a contender) whose
-  output goes to a log file, remembered by PID and start time (``Proc``);
 - :func:`cpu_seconds` / :func:`tree_cpu_seconds`: CPU time from ``/proc``.
 """
 
@@ -13,7 +11,6 @@ import asyncio
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -22,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.devstack import Stack, down, up
-from pipeline.devstack.processes import Proc
+from pipeline.devstack.processes import Proc, spawn
 from pipeline.kafka import ensure_topics
 from pipeline.migrate import upgrade_sync
 from pipeline.settings import Settings
@@ -60,15 +57,6 @@ def embedded_stack(prefix: str = "dropship-bench-") -> Iterator[Embedded]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def spawn(argv: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
-    """Start ``argv`` with our environment plus ``env``, output appended to ``log_path``.
-    The caller stops it with :meth:`Proc.stop`."""
-    with log_path.open("ab") as log:
-        popen = subprocess.Popen(list(argv), env={**os.environ, **env},
-                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    return Proc.of(popen.pid)
-
-
 def _stat(pid: int) -> list[str]:
     raw = Path(f"/proc/{pid}/stat").read_text()
     return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on
@@ -104,15 +92,21 @@ def tree_cpu_seconds(pid: int) -> float:
     return cpu_seconds(pid, reaped_children=True) + sum(cpu_seconds(c) for c in children(pid))
 
 
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's ``VmRSS`` (or ``VmHWM``: its peak) in bytes; raises ``OSError`` if
+    it is gone."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def rss_mib(pid: int, field: str = "VmRSS") -> float:
-    """A process's ``VmRSS`` (or ``VmHWM``: its peak) in MiB; 0.0 if it is gone."""
+    """:func:`rss_bytes` in MiB; 0.0 if the process is gone."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return round(int(line.split()[1]) / 1024, 1)
+        return round(rss_bytes(pid, field) / 2**20, 1)
     except OSError:
-        pass
-    return 0.0
+        return 0.0
 
 
 def start_profile(pid: int, out: Path, rate: int = 100) -> Proc:

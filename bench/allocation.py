@@ -76,7 +76,6 @@ from bench._stack import (
     embedded_stack,
     profile_shares,
     rss_mib,
-    spawn,
     start_profile,
     tree_cpu_seconds,
 )
@@ -94,7 +93,7 @@ from bench.faust_table_agent import ENV_APP_ID, ENV_LOG, ENV_OUTPUT, parse_appli
 from events.codec import encode, key_of
 from events.topics import ALLOCATION, DECISIONS, SUPPLIER_CATALOG
 from pipeline.db import create_engine
-from pipeline.devstack.processes import Proc, free_port, wait_until
+from pipeline.devstack.processes import Proc, free_port, spawn, wait_until
 from pipeline.kafka import client_options, create_producer, ensure_topics
 from pipeline.settings import Settings
 from pipeline.transactional import KafkaRangeReader

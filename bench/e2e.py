@@ -52,7 +52,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import RESULTS, embedded_stack
+from bench._stack import RESULTS, embedded_stack, rss_bytes
 from events.allocation import AllocateLine, LineAllocated
 from events.fulfillment import SupplierOrderRequested
 from pipeline.db import create_engine
@@ -84,12 +84,7 @@ class Rss:
 
     def now(self) -> int:
         """The sum over the worker processes (bytes)."""
-        total = 0
-        for pid in self.pids:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-        return total
+        return sum(rss_bytes(pid) for pid in self.pids)
 
     def start(self) -> None:
         def loop() -> None:
@@ -208,7 +203,7 @@ async def latency(settings: Settings, engine: AsyncEngine, rate: float, seconds:
     ms = sorted(v * 1000 for v in seen.values())
 
     def pct(q: float) -> float:
-        return round(ms[min(len(ms) - 1, int(q * len(ms)))], 1) if ms else float("nan")
+        return _pct(ms, q) if ms else float("nan")
 
     placed_wall = {o: t + to_wall for o, t in sim.placed_at.items()}
     return {"offered_per_s": rate, "seconds": seconds, "orders": len(sim.placed_at),

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,14 +116,18 @@ def accepts_connections(port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def spawn_worker(env: dict[str, str], log_path: Path, agents: str | None = None) -> Proc:
-    """Start ``dropship worker`` (``--agents agents`` if given) as a child process: our
-    environment plus ``env`` and a free web port, output appended to ``log_path``.
-    Used by the demo and the benchmarks; the caller stops it with :meth:`Proc.stop`."""
-    full = {**os.environ, "DROPSHIP_WEB_PORT": str(free_port()), **env}
-    argv = [sys.executable, "-m", "pipeline.cli", "worker",
-            *(["--agents", agents] if agents else [])]
+def spawn(argv: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
+    """Start ``argv`` as a child process with our environment plus ``env``, output
+    appended to ``log_path``. The caller stops it with :meth:`Proc.stop`."""
     with log_path.open("ab") as log:
-        popen = subprocess.Popen(argv, env=full,
+        popen = subprocess.Popen(list(argv), env={**os.environ, **env},
                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     return Proc.of(popen.pid)
+
+
+def spawn_worker(env: dict[str, str], log_path: Path, agents: str | None = None) -> Proc:
+    """Start ``dropship worker`` (``--agents agents`` if given) with :func:`spawn`, on a
+    free web port unless ``env`` names one. Used by the demo and the benchmarks."""
+    return spawn([sys.executable, "-m", "pipeline.cli", "worker",
+                  *(["--agents", agents] if agents else [])],
+                 {"DROPSHIP_WEB_PORT": str(free_port()), **env}, log_path)
