@@ -4,7 +4,7 @@ Consumes ``fulfillment.allocation`` (AllocateLine, CommitLine, ReleaseLine) and
 ``supplier.catalog`` (offers, stock reports), both keyed by sku, so every
 decision about one sku is taken in one partition by one worker. State of
 record: one ``allocation_state`` row per sku, locked (``FOR UPDATE``) for the
-batch transaction the :class:`~pipeline.transactional.Processor` runs.
+batch transaction the :class:`~pipeline.runtime.processor.Processor` runs.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from agents.core import allocation as core
 from events.envelope import CloudEvent
 from events.topics import ALLOCATION, SUPPLIER_CATALOG
-from pipeline.schema import allocation_lines, allocation_state
-from pipeline.settings import Settings
-from pipeline.transactional import Incoming, derive, failed
+from pipeline.runtime.records import Incoming, derive, failed
+from pipeline.runtime.schema import allocation_lines, allocation_state
+from pipeline.runtime.settings import Settings
 
 CONSUMER = "allocation"
 TOPICS = (ALLOCATION, SUPPLIER_CATALOG)

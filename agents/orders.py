@@ -11,7 +11,7 @@ the order accepted (``ShipmentUpdated``, ``SupplierOrderUpdated``,
 step (the ``sequence`` and ``causationid`` extensions: the timeline's order). State of
 record: one ``order_state`` row per order (the document, the next deadline,
 the order's partition), locked ``FOR UPDATE`` in the batch transaction of the
-:class:`~pipeline.transactional.Processor`. Deadlines are fired by
+:class:`~pipeline.runtime.processor.Processor`. Deadlines are fired by
 :class:`DeadlineRunner` through the same discipline (state + outbox in one
 transaction) for the partitions this worker owns.
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,30 +28,19 @@ from typing import Any
 from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from agents.core import order_rules
 from agents.core.orders import Held, Order, Output, Policy, Refused
-from agents.runner import highwater_of
 from events.base import Message
 from events.codec import DecodeError
 from events.envelope import MESSAGE_TYPES, CloudEvent
 from events.topics import DECISIONS, OPS_COMMANDS, SHOP_ORDERS, SUPPLIER_EVENTS
-from pipeline.schema import order_state, processed_events
-from pipeline.settings import Settings
-from pipeline.transactional import (
-    Incoming,
-    OutboxRelay,
-    Processor,
-    dead_letter,
-    derive,
-    failed,
-    lock_partitions,
-    write_outbox,
-)
-
-#: Which of the given partitions a worker may still act on (inside the transaction).
-Fence = Callable[[AsyncConnection, set[int]], Awaitable[set[int]]]
+from pipeline.runtime.processor import CauseKey, Processor
+from pipeline.runtime.records import Incoming, dead_letter, derive, failed
+from pipeline.runtime.schema import order_state
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.stream import highwater_of
 
 log = logging.getLogger(__name__)
 
@@ -177,58 +166,38 @@ class OrderHandler:
 
 
 class DeadlineRunner:
-    """Fires due deadlines of the orders in the partitions this worker owns.
+    """Fires due deadlines of the orders in the partitions this worker owns: the
+    :data:`~pipeline.runtime.processor.LocalWork` of the order agent's processor.
 
-    Per call: one transaction locks up to ``limit`` due rows (``SKIP LOCKED``, so
-    two workers never fire the same order at once), applies ``due`` at each
-    deadline instant up to now, saves, and queues the outputs; then the relay
-    publishes. Derived ids come from (order, deadline instant): a crash before
-    commit re-fires byte-identically.
+    Per call (inside the processor's transaction, partitions locked and fenced):
+    locks up to ``limit`` due rows (``SKIP LOCKED``, so two workers never fire the
+    same order at once), applies ``due`` at each deadline instant up to now, saves,
+    and returns the outputs with one cause key per firing. Derived ids come from
+    (order, deadline instant): a crash before commit re-fires byte-identically.
     """
 
-    def __init__(self, engine: AsyncEngine, policy: Policy, relay: OutboxRelay,
-                 clock: Callable[[], datetime], consumer: str = CONSUMER,
-                 limit: int = 200) -> None:
-        self.engine, self.policy, self.relay, self.clock = engine, policy, relay, clock
+    def __init__(self, policy: Policy, clock: Callable[[], datetime],
+                 consumer: str = CONSUMER, limit: int = 200) -> None:
+        self.policy, self.clock = policy, clock
         self.consumer, self.limit = consumer, limit
 
-    async def run(self, partitions: set[int], fence: Fence | None = None) -> int:
-        """Fire what is due in ``partitions``; return how many orders changed.
-
-        Steps: 1. lock the partitions (:func:`lock_partitions`: no batch of theirs
-        runs meanwhile); 2. keep those ``fence`` says are still this worker's;
-        3. fire their due orders, save, record each firing, queue the events.
-        """
-        if not partitions:
-            return 0
+    async def __call__(self, conn: AsyncConnection, partitions: set[int],
+                       ) -> tuple[list[CloudEvent], list[CauseKey]]:
+        """Fire what is due in ``partitions``: (events, (source, id) of each firing)."""
         now = self.clock()
-        async with self.engine.begin() as conn:
-            await lock_partitions(conn, self.consumer, partitions)
-            if fence is not None:
-                partitions = await fence(conn, partitions)
-                if not partitions:
-                    return 0
-            rows = (await conn.execute(
-                select(order_state.c.order_id, order_state.c.partition, order_state.c.state)
-                .where(order_state.c.partition.in_(partitions),
-                       order_state.c.next_deadline <= now)
-                .order_by(order_state.c.next_deadline).limit(self.limit)
-                .with_for_update(skip_locked=True))).all()
-            changed, out, fired = [], [], []
-            for _, partition, doc in rows:
-                order, events, instants = self._fire(load_order(doc), now)
-                changed.append((order, partition))
-                out += events
-                fired += [{"consumer": self.consumer, "source": CLOCK_SOURCE,
-                           "event_id": clock_event_id(order.order_id, at, n)}
-                          for at, n in instants]
-            await save_orders(conn, changed, self.policy)
-            if fired:  # the apply order of deadlines among events (processed_events.seq)
-                await conn.execute(insert(processed_events).on_conflict_do_nothing(), fired)
-            await write_outbox(conn, self.consumer, out)
-        if out:
-            await self.relay.flush()
-        return len(changed)
+        rows = (await conn.execute(
+            select(order_state.c.order_id, order_state.c.partition, order_state.c.state)
+            .where(order_state.c.partition.in_(partitions), order_state.c.next_deadline <= now)
+            .order_by(order_state.c.next_deadline).limit(self.limit)
+            .with_for_update(skip_locked=True))).all()
+        changed, out, fired = [], [], []
+        for _, partition, doc in rows:
+            order, events, instants = self._fire(load_order(doc), now)
+            changed.append((order, partition))
+            out += events
+            fired += [(CLOCK_SOURCE, clock_event_id(order.order_id, at, n)) for at, n in instants]
+        await save_orders(conn, changed, self.policy)
+        return out, fired
 
     def _fire(self, order: Order, now: datetime,
               ) -> tuple[Order, list[CloudEvent], list[tuple[datetime, int]]]:
@@ -307,16 +276,14 @@ async def caught_up(processor: Processor, consumer: Any, partitions: set[int]) -
 
 def register_deadlines(app: Any, runner: DeadlineRunner, processor: Processor,
                        every_s: float) -> None:
-    """A Faust timer firing due deadlines for this worker's caught-up partitions."""
+    """A Faust timer firing due deadlines, through the order agent's processor, for
+    the partitions this worker owns and has caught up on."""
 
     async def fire_deadlines() -> None:
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == SHOP_ORDERS}
-        async def fence(conn: AsyncConnection, partitions: set[int]) -> set[int]:
-            return await processor.still_ours(conn, TOPICS, partitions)
-
         try:
-            async with processor.lock:  # never between a batch's dedup and its commit
-                await runner.run(await caught_up(processor, app.consumer, owned), fence)
+            ready = await caught_up(processor, app.consumer, owned)
+            await processor.apply_local(TOPICS, ready, runner)
         except Exception:
             log.exception("orders: firing deadlines failed; retried at the next tick")
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from pipeline.devstack import Stack, down, up
 from pipeline.devstack.processes import Proc, spawn
-from pipeline.kafka import ensure_topics
-from pipeline.migrate import upgrade_sync
-from pipeline.settings import Settings
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.runtime.migrate import upgrade_sync
+from pipeline.runtime.settings import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _TICKS = os.sysconf("SC_CLK_TCK")

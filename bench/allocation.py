@@ -92,11 +92,11 @@ from bench.allocation_workload import (
 from bench.faust_table_agent import ENV_APP_ID, ENV_LOG, ENV_OUTPUT, parse_applied
 from events.codec import encode, key_of
 from events.topics import ALLOCATION, DECISIONS, SUPPLIER_CATALOG
-from pipeline.db import create_engine
 from pipeline.devstack.processes import Proc, free_port, spawn, wait_until
-from pipeline.kafka import client_options, create_producer, ensure_topics
-from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.kafka import client_options, create_producer, ensure_topics
+from pipeline.runtime.settings import Settings
 
 AGENT, FAUST = "agent", "faust table"
 INPUTS = (ALLOCATION, SUPPLIER_CATALOG)
@@ -110,7 +110,7 @@ PROFILE_CATEGORIES = (
     ("PickleCodec", "state pickle (table changelog)"),
     ("agents/core/", "pure core (core.apply)"),
     ("decode (events/codec.py", "decode (events.codec)"),
-    ("derive (pipeline/transactional.py", "envelopes (derive, encode)"),
+    ("derive (pipeline/runtime/records.py", "envelopes (derive, encode)"),
     ("encode (events/codec.py", "envelopes (derive, encode)"),
     ("sqlalchemy/", "SQL (SQLAlchemy, asyncpg)"),
     ("asyncpg/", "SQL (SQLAlchemy, asyncpg)"),
@@ -334,7 +334,7 @@ class Agent:
                                                      "o": start - 1})
 
     def argv_env(self, app_id: str) -> tuple[list[str], dict[str, str]]:
-        return ([sys.executable, "-m", "pipeline.cli", "worker", "--agents", "allocation"],
+        return ([sys.executable, "-m", "pipeline.entry.cli", "worker", "--agents", "allocation"],
                 contender_env(self.emb, app_id))
 
     async def progress(self) -> tuple[int, int]:

@@ -51,7 +51,7 @@ from events.codec import encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import DECISIONS
 from events.types import Money
-from pipeline.transactional import derive
+from pipeline.runtime.records import derive
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 COUNTRIES = ("FR", "DE", "US", "GB", "ES")

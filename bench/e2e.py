@@ -55,11 +55,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._stack import RESULTS, embedded_stack, rss_bytes
 from events.allocation import AllocateLine, LineAllocated
 from events.fulfillment import SupplierOrderRequested
-from pipeline.db import create_engine
 from pipeline.devstack.processes import Proc, spawn_worker
-from pipeline.kafka import client_options, create_producer, ensure_topics
-from pipeline.settings import Settings
-from projections.catchup import CONSUMERS
+from pipeline.entry.registry import CONSUMERS
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import client_options, create_producer, ensure_topics
+from pipeline.runtime.settings import Settings
 from simulator.run import Limits, SimClock, Simulation
 from simulator.world import Shares, make_world
 

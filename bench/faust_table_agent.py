@@ -42,8 +42,8 @@ from agents.allocation import CONSUMER, rules_of
 from agents.core import allocation as core
 from events.codec import decode, encode, key_of
 from events.topics import ALLOCATION, DECISIONS, SUPPLIER_CATALOG
-from pipeline.settings import Settings
-from pipeline.transactional import derive
+from pipeline.runtime.records import derive
+from pipeline.runtime.settings import Settings
 
 log = logging.getLogger("bench.faust_table_agent")
 ENV_APP_ID, ENV_OUTPUT, ENV_LOG = "BENCH_FAUST_APP_ID", "BENCH_FAUST_OUTPUT", "BENCH_FAUST_LOG"

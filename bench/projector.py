@@ -40,11 +40,11 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from events.codec import DecodeError, decode
-from pipeline.db import create_engine
 from pipeline.devstack import down, load, up
-from pipeline.migrate import upgrade_sync
-from pipeline.settings import Settings, load_settings
-from pipeline.transactional import Record
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.migrate import upgrade_sync
+from pipeline.runtime.records import Record
+from pipeline.runtime.settings import Settings, load_settings
 from projections.archive import logged
 from projections.projector import contributions
 from projections.tables import read_tables

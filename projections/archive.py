@@ -9,8 +9,8 @@ import json
 
 from events.codec import DecodeError, decode
 from events.envelope import CloudEvent
-from pipeline.checkpoints import LoggedRecord
-from pipeline.transactional import Record
+from pipeline.runtime.checkpoints import LoggedRecord
+from pipeline.runtime.records import Record
 
 
 def envelope_fields(value: bytes) -> tuple[str | None, str | None, str | None]:

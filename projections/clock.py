@@ -1,7 +1,7 @@
 """The pipeline's clock in the database, by which the ops views measure waiting time.
 
-Who calls it: every worker, at each deadline check (``pipeline.worker``). It
-writes the time the worker's deadlines run by (``pipeline.clock``: the system's,
+Who calls it: every worker, at each deadline check (``pipeline.entry.worker``). It
+writes the time the worker's deadlines run by (``pipeline.runtime.clock``: the system's,
 or a test's or simulation's file clock) into ``read.pipeline_clock``; the views
 read it through ``read.pipeline_now()``, which moves it on by the database's clock
 since it was written. A failure is logged by the caller and retried at the next tick.

@@ -7,7 +7,7 @@ with ``prefix``:
    contract makes it: max(0, reported - reserved), reserved being the units the
    report does not count (docs/allocation.md). Reserved may exceed a lower report;
    whether suppliers were asked beyond their free stock is judged against the
-   simulator's own books (``pipeline.demo``), not here;
+   simulator's own books (``pipeline.entry.demo``), not here;
 2. **unexplained orders**: every order neither finished (delivered, cancelled,
    returned, partially or fully refunded) nor in an explained waiting state:
    awaiting payment inside its window, waiting for stock, held with a reason,

@@ -3,7 +3,7 @@
 Registered by the worker wiring for the agents it runs. A scrape reads:
 
 - per (consumer, topic, partition): the checkpoint, the last offset written and
-  the lag (:mod:`pipeline.lag`); the end comes from the worker's own fetch
+  the lag (:mod:`pipeline.runtime.lag`); the end comes from the worker's own fetch
   high-water marks for the partitions it owns, else from ``event_log``;
 - per agent: events processed, duplicates dropped, dead letters, gaps repaired,
   checkpoint conflicts and database retries since the worker started;
@@ -25,10 +25,10 @@ from prometheus_client.registry import Collector
 from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents.runner import highwater_of
 from events.fulfillment import FAILOVER_CAUSES
-from pipeline.lag import Lag, lag_report, logged_ends
-from pipeline.transactional import Processor, Stats
+from pipeline.runtime.lag import Lag, lag_report, logged_ends
+from pipeline.runtime.processor import Processor, Stats
+from pipeline.runtime.stream import highwater_of
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The projector: keeps ``event_log`` and the read models, exactly once.
 
-A raw handler (:class:`pipeline.transactional.RawHandler`) on the one
+A raw handler (:class:`pipeline.runtime.processor.RawHandler`) on the one
 transaction machinery, so its rows and its (topic, partition, offset)
 checkpoints commit together, gaps are repaired and a zombie's batch fails its
 compare-and-set. Per batch, inside that transaction:
@@ -40,8 +40,9 @@ from events.topics import (
     SUPPLIER_EVENTS,
     SUPPLIER_ORDERS,
 )
-from pipeline.checkpoints import log_records
-from pipeline.transactional import Record, dead_letter, failed, is_transient
+from pipeline.runtime.checkpoints import log_records
+from pipeline.runtime.processor import is_transient
+from pipeline.runtime.records import Record, dead_letter, failed
 from projections.archive import logged
 from projections.rows import Contribution, Position, rows_of
 from projections.store import write

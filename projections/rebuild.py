@@ -34,8 +34,8 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.codec import DecodeError, decode
-from pipeline.schema import event_log
-from pipeline.transactional import Record
+from pipeline.runtime.records import Record
+from pipeline.runtime.schema import event_log
 from projections.projector import REBUILD_LOCK, TOPICS, complete_dead_letters, project
 from projections.tables import (
     APP_PRIVILEGES,

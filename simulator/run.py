@@ -42,9 +42,9 @@ from events.fulfillment import (
     SupplierOrderRequested,
 )
 from events.topics import ORDER_STATUS, SUPPLIER_ORDERS
-from pipeline.clock import set_file_time
-from pipeline.kafka import client_options, create_producer
-from pipeline.settings import Settings
+from pipeline.runtime.clock import set_file_time
+from pipeline.runtime.kafka import client_options, create_producer
+from pipeline.runtime.settings import Settings
 from simulator.ledger import Books
 from simulator.messages import Later, Send
 from simulator.shops import Shop

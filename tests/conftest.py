@@ -17,9 +17,9 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db import create_engine
 from pipeline.devstack import Stack, down, up
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.settings import Settings
 from tests.helpers import clean_env, make_state_dir
 
 
@@ -69,7 +69,7 @@ def settings(stack: Stack, run_id: str) -> Settings:
 @pytest.fixture(scope="session")
 def migrated(settings: Settings) -> Settings:
     """The settings, after ``dropship db upgrade`` has run against the test database."""
-    from pipeline.migrate import upgrade_sync
+    from pipeline.runtime.migrate import upgrade_sync
 
     upgrade_sync(settings)
     return settings
@@ -110,7 +110,7 @@ def fresh_database(migrated: Settings) -> Callable[[str], Settings]:
     import asyncpg
     from sqlalchemy.engine import make_url
 
-    from pipeline.migrate import upgrade_sync
+    from pipeline.runtime.migrate import upgrade_sync
 
     def make(prefix: str) -> Settings:
         # in a thread of its own: callable from async tests (it runs event loops)

@@ -41,7 +41,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 def start_worker(env: dict[str, str], log_path: Path, *args: str) -> subprocess.Popen[bytes]:
     """Start ``dropship worker ARGS`` as a user would, its output going to ``log_path``."""
     with log_path.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker", *args],
+        return subprocess.Popen([sys.executable, "-m", "pipeline.entry.cli", "worker", *args],
                                 env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -90,7 +90,8 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.
     if env is None:
         env = clean_env()
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=cwd or tempfile.gettempdir(),
+        [sys.executable, "-m", "pipeline.entry.cli", *args], env=env,
+        cwd=cwd or tempfile.gettempdir(),
         capture_output=True, text=True, timeout=timeout, check=False, input=stdin,
     )
 

@@ -25,9 +25,11 @@ from events.base import Message
 from events.codec import DecodeError, encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import ORDER_STATUS, SHOP_ORDERS
-from pipeline.lag import broker_ends
-from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader, Processor, Record, dead_letter, derive
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.lag import broker_ends
+from pipeline.runtime.processor import Processor
+from pipeline.runtime.records import Record, dead_letter, derive
+from pipeline.runtime.settings import Settings
 from projections.projector import TOPICS, ProjectorHandler
 from projections.tables import read_tables
 from tests.unit import order_factories as f

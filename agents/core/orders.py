@@ -34,7 +34,7 @@ ZERO = Decimal(0)
 
 @dataclass(frozen=True)
 class Policy:
-    """The business settings the rules need (from ``pipeline.settings``)."""
+    """The business settings the rules need (from ``pipeline.runtime.settings``)."""
 
     payment_window: timedelta = timedelta(hours=1)
     return_window: timedelta = timedelta(days=30)

@@ -128,6 +128,6 @@ def spawn(argv: Sequence[str], env: dict[str, str], log_path: Path) -> Proc:
 def spawn_worker(env: dict[str, str], log_path: Path, agents: str | None = None) -> Proc:
     """Start ``dropship worker`` (``--agents agents`` if given) with :func:`spawn`, on a
     free web port unless ``env`` names one. Used by the demo and the benchmarks."""
-    return spawn([sys.executable, "-m", "pipeline.cli", "worker",
+    return spawn([sys.executable, "-m", "pipeline.entry.cli", "worker",
                   *(["--agents", agents] if agents else [])],
                  {"DROPSHIP_WEB_PORT": str(free_port()), **env}, log_path)

@@ -5,7 +5,7 @@ The stack lives under a state folder (default ``.dropship/``):
 - ``stack.json``: ports and the identity (PID + start time) of each process we
   started: ``down`` signals exactly these and nothing else;
 - ``dev.env``: the ``DROPSHIP_`` settings that reach the stack, read by
-  :func:`pipeline.settings.load_settings` from the project folder: the worker's
+  :func:`pipeline.runtime.settings.load_settings` from the project folder: the worker's
   URL as the application role ``dropship_app`` with the password ``up`` generated,
   and the superuser's as ``DROPSHIP_DATABASE_ADMIN_URL``. It and ``stack.json``
   (which also holds the password) are written with mode 0600;

@@ -54,15 +54,11 @@ from events.codec import DecodeError, decode, encode
 from events.envelope import CloudEvent
 from events.orders import OrderPlaced
 from events.topics import ALL_TOPICS
-from pipeline.settings import Settings
-from pipeline.transactional import (
-    Incoming,
-    KafkaRangeReader,
-    Record,
-    dead_letter,
-    failed,
-)
-from projections.catchup import unsent
+from pipeline.entry.catchup import unsent
+from pipeline.entry.registry import topics_of
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.records import Incoming, Record, dead_letter, failed
+from pipeline.runtime.settings import Settings
 
 #: read.supplier_stock rows that break the budget arithmetic of the stock contract
 BROKEN_BUDGETS = text("""
@@ -71,7 +67,7 @@ SELECT supplier_id, sku, reported_available, reserved, remaining FROM read.suppl
 """)
 Position = tuple[str, int, int]
 Key = tuple[str, str]  # CloudEvents (source, id)
-AGENTS = {allocation.CONSUMER: allocation.TOPICS, orders.CONSUMER: orders.TOPICS}
+AGENTS = topics_of((allocation.CONSUMER, orders.CONSUMER))
 CHECKS = ("ground_truth", "nothing_lost", "partition_order", "state", "published",
           "order_status", "no_oversell", "timeline_once", "malformed_dead_lettered",
           "outbox_drained")

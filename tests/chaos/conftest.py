@@ -18,11 +18,11 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db import create_engine
 from pipeline.devstack import Stack, down, up
-from pipeline.kafka import ensure_topics
-from pipeline.migrate import upgrade_sync
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.runtime.migrate import upgrade_sync
+from pipeline.runtime.settings import Settings
 from tests.helpers import make_state_dir
 
 

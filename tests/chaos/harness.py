@@ -38,10 +38,10 @@ from events.topics import ALLOCATION
 from pipeline.devstack import Stack
 from pipeline.devstack.processes import free_port
 from pipeline.devstack.stack import restart_postgres
-from pipeline.kafka import create_producer
-from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader
-from projections.catchup import lag_rows, unsent
+from pipeline.entry.catchup import lag_rows, unsent
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.kafka import create_producer
+from pipeline.runtime.settings import Settings
 from simulator.run import Limits, SimClock, Simulation, Tally
 from simulator.world import make_world
 from tests.helpers import clean_env, start_worker

@@ -25,12 +25,12 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.codec import encode, key_of
 from events.topics import SHOP_ORDERS
-from pipeline.clock import set_file_time
 from pipeline.devstack import Stack
 from pipeline.devstack.stack import restart_postgres
-from pipeline.kafka import client_options, create_producer
-from pipeline.schema import order_state
-from pipeline.settings import Settings
+from pipeline.runtime.clock import set_file_time
+from pipeline.runtime.kafka import client_options, create_producer
+from pipeline.runtime.schema import order_state
+from pipeline.runtime.settings import Settings
 from tests.chaos.harness import Worker, worker_env
 from tests.helpers import sample_order
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.devstack import Stack
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.chaos import checker
 from tests.chaos.conftest import Soak
 from tests.chaos.harness import KINDS, ChaosRun, policy, run_chaos, schedule

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.topics import SHOP_ORDERS
 from pipeline.devstack import Stack
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.chaos.harness import Fault, run_chaos
 from tests.chaos.test_soak import judge, judged
 

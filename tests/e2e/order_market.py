@@ -21,7 +21,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents import allocation, orders
 from agents.allocation import read_states
 from agents.core.allocation import SkuState
 from agents.core.orders import Order
@@ -50,13 +49,13 @@ from events.suppliers import (
 )
 from events.topics import DLQ, ORDER_STATUS, SUPPLIER_ORDERS
 from events.types import Address, Money
-from pipeline.clock import set_file_time
 from pipeline.devstack.processes import free_port
-from pipeline.kafka import client_options, create_producer, ensure_topics
-from pipeline.lag import broker_ends, lag_report
-from pipeline.schema import order_state
-from pipeline.settings import Settings
-from projections import projector
+from pipeline.entry.registry import topics_of
+from pipeline.runtime.clock import set_file_time
+from pipeline.runtime.kafka import client_options, create_producer, ensure_topics
+from pipeline.runtime.lag import broker_ends, lag_report
+from pipeline.runtime.schema import order_state
+from pipeline.runtime.settings import Settings
 from tests.helpers import start_worker, stop_worker
 
 E = TypeVar("E", bound=Message)
@@ -94,8 +93,7 @@ async def running_market(settings: Settings, engine: AsyncEngine, env: EnvFactor
 
 
 #: The agents a market's worker runs: consumer -> topics.
-AGENTS = {orders.CONSUMER: orders.TOPICS, allocation.CONSUMER: allocation.TOPICS,
-          projector.CONSUMER: projector.TOPICS}
+AGENTS = topics_of()
 
 
 async def caught_up(settings: Settings, engine: AsyncEngine, timeout_s: float = 300.0) -> None:

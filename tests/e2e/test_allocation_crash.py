@@ -27,11 +27,12 @@ from events.allocation import AllocateLine, CommitLine, ReleaseLine
 from events.codec import decode, encode, key_of
 from events.envelope import CloudEvent, wrap
 from events.topics import DECISIONS, STOCK
-from pipeline.checkpoints import load_checkpoint
-from pipeline.kafka import create_producer, ensure_topics
-from pipeline.schema import outbox
-from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader, derive
+from pipeline.runtime.checkpoints import load_checkpoint
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.kafka import create_producer, ensure_topics
+from pipeline.runtime.records import derive
+from pipeline.runtime.schema import outbox
+from pipeline.runtime.settings import Settings
 from tests.chaos.harness import Worker
 from tests.unit import allocation_factories as f
 

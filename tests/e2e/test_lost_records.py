@@ -27,11 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.codec import encode, key_of
 from events.topics import SHOP_ORDERS
-from pipeline.db import create_engine
 from pipeline.devstack.processes import free_port
-from pipeline.kafka import client_options, create_producer, ensure_topics
-from pipeline.schema import order_state
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import client_options, create_producer, ensure_topics
+from pipeline.runtime.schema import order_state
+from pipeline.runtime.settings import Settings
 from tests.helpers import sample_order, start_worker
 
 pytestmark = pytest.mark.e2e

@@ -28,7 +28,7 @@ from events.fulfillment import (
     SupplierOrderRequested,
 )
 from events.topics import SHOP_ORDERS
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.e2e.order_market import Market, running_market
 from tests.e2e.test_order_lifecycle import read, status, supplier_order
 from tests.helpers import run_cli

@@ -27,7 +27,7 @@ from events.fulfillment import (
     SupplierOrderRequested,
 )
 from events.topics import SUPPLIER_EVENTS
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.e2e.order_market import Market, running_market
 
 pytestmark = pytest.mark.e2e

@@ -23,14 +23,14 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db import create_engine
 from pipeline.devstack.processes import free_port
-from pipeline.kafka import create_producer, ensure_topics
-from pipeline.lag import broker_ends
-from pipeline.schema import checkpoints
-from pipeline.settings import Settings
-from pipeline.transactional import Record
-from projections.catchup import unsent
+from pipeline.entry.catchup import unsent
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import create_producer, ensure_topics
+from pipeline.runtime.lag import broker_ends
+from pipeline.runtime.records import Record
+from pipeline.runtime.schema import checkpoints
+from pipeline.runtime.settings import Settings
 from projections.projector import TOPICS
 from tests.helpers import start_worker, stop_worker
 from tests.projection_story import project_all, read_back, snapshot, world

@@ -32,7 +32,7 @@ from events.fulfillment import (
 from events.suppliers import ShipmentFailed, SupplierOrderRejected
 from events.topics import SUPPLIER_EVENTS
 from events.types import Money
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.e2e.order_market import Market, running_market
 from tests.e2e.test_order_lifecycle import read, status, supplier_order
 from tests.helpers import run_cli

@@ -16,11 +16,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.topics import SHOP_ORDERS, SUPPLIER_CATALOG
-from pipeline.checkpoints import load_checkpoint
 from pipeline.devstack.processes import free_port
-from pipeline.kafka import create_producer
-from pipeline.schema import event_log
-from pipeline.settings import Settings
+from pipeline.runtime.checkpoints import load_checkpoint
+from pipeline.runtime.kafka import create_producer
+from pipeline.runtime.schema import event_log
+from pipeline.runtime.settings import Settings
 from tests.helpers import order_event, start_worker, stop_worker
 
 pytestmark = pytest.mark.e2e

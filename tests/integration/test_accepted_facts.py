@@ -40,8 +40,8 @@ from events.suppliers import (
     SupplierOrderRejected,
 )
 from events.types import Address
-from pipeline.db import create_engine
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.settings import Settings
 from projections import clock, queries
 from projections.tables import read_tables
 from tests.helpers import run_cli

@@ -20,11 +20,14 @@ from events.codec import decode, encode, key_of
 from events.deadletter import DeadLetter
 from events.envelope import CloudEvent, wrap
 from events.topics import ALLOCATION, DECISIONS, SUPPLIER_CATALOG
-from pipeline.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
-from pipeline.kafka import create_producer, ensure_topics
-from pipeline.schema import outbox
-from pipeline.settings import Settings
-from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor, Record
+from pipeline.runtime.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.kafka import create_producer, ensure_topics
+from pipeline.runtime.outbox import OutboxRelay
+from pipeline.runtime.processor import Processor
+from pipeline.runtime.records import Record
+from pipeline.runtime.schema import outbox
+from pipeline.runtime.settings import Settings
 from tests.unit import allocation_factories as f
 
 pytestmark = pytest.mark.integration
@@ -276,7 +279,7 @@ class FakeConsumer:
 async def test_a_failed_last_batch_is_recovered_by_the_tail_check(
     agent: Harness, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from agents.runner import TailCheck, process_safely
+    from pipeline.runtime.stream import TailCheck, process_safely
 
     await agent.run(f.offer("a"), f.stock("a", 10))
     records = await agent.publish([agent.event(f.alloc("o1", 2))])
@@ -302,7 +305,7 @@ async def test_a_failed_last_batch_is_recovered_by_the_tail_check(
 
 
 async def test_the_range_reader_reads_whole_ranges_or_refuses(agent: Harness) -> None:
-    from pipeline.transactional import GapUnreadable
+    from pipeline.runtime.gaps import GapUnreadable
 
     records = await agent.publish([agent.event(f.alloc(f"o{i}", 1)) for i in range(6)])
     topic, partition = records[0].topic, records[0].partition

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from agents.allocation import StateStore, dump_state, load_state, read_states
 from agents.core.allocation import SkuState, apply
-from pipeline.db import create_engine
-from pipeline.migrate import downgrade_sync, upgrade_sync
-from pipeline.schema import allocation_lines, allocation_state
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.migrate import downgrade_sync, upgrade_sync
+from pipeline.runtime.schema import allocation_lines, allocation_state
+from pipeline.runtime.settings import Settings
 from tests.unit.allocation_factories import RULES, T0, alloc, offer, rel, stock
 
 pytestmark = pytest.mark.integration

@@ -9,9 +9,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
-from pipeline.schema import event_log
-from pipeline.transactional import Processor, Record
+from pipeline.runtime.checkpoints import CheckpointConflict, advance_checkpoint, load_checkpoint
+from pipeline.runtime.processor import Processor
+from pipeline.runtime.records import Record
+from pipeline.runtime.schema import event_log
 from projections.projector import ProjectorHandler
 from tests.projection_story import NoKafka
 

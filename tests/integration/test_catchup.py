@@ -1,4 +1,4 @@
-"""``projections.catchup.backlog``: 0 only when nothing is left, even when the relay
+"""``pipeline.entry.catchup.backlog``: 0 only when nothing is left, even when the relay
 publishes an outbox row between its reads (the demo waits on it; a test that checked
 "caught up" in that order once compared read models one dead letter apart)."""
 
@@ -9,9 +9,9 @@ import uuid
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.kafka import create_producer, ensure_topics
-from pipeline.settings import Settings
-from projections import catchup
+from pipeline.entry import catchup
+from pipeline.runtime.kafka import create_producer, ensure_topics
+from pipeline.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ async def test_a_record_published_while_backlog_reads_the_outbox_counts(
 ) -> None:
     topic = f"test.catchup-{uuid.uuid4().hex[:8]}"  # of this test alone
     await ensure_topics(migrated, (topic,))
-    monkeypatch.setattr(catchup, "CONSUMERS", {"catchup-a": (topic,), "catchup-b": (topic,)})
+    consumers = {"catchup-a": (topic,), "catchup-b": (topic,)}
     real_unsent = catchup.unsent
 
     async def relay_publishes_meanwhile(eng: AsyncEngine) -> int:
@@ -39,11 +39,11 @@ async def test_a_record_published_while_backlog_reads_the_outbox_counts(
         await _publish(migrated, topic)
         return await real_unsent(eng)
 
-    assert await catchup.backlog(migrated, engine) == await real_unsent(engine)
+    assert await catchup.backlog(migrated, engine, consumers) == await real_unsent(engine)
     monkeypatch.setattr(catchup, "unsent", relay_publishes_meanwhile)
-    racing = await catchup.backlog(migrated, engine)
+    racing = await catchup.backlog(migrated, engine, consumers)
     monkeypatch.setattr(catchup, "unsent", real_unsent)
-    settled = await catchup.backlog(migrated, engine)
+    settled = await catchup.backlog(migrated, engine, consumers)
     unpublished = await real_unsent(engine)
     # one record neither consumer applied, counted per consumer, in step 3 then as lag
     assert racing == settled == unpublished + 2

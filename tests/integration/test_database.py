@@ -14,17 +14,17 @@ from sqlalchemy import MetaData, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.checkpoints import (
+from pipeline.runtime.checkpoints import (
     CheckpointConflict,
     LoggedRecord,
     advance_checkpoint,
     load_checkpoint,
     log_records,
 )
-from pipeline.db import create_engine
-from pipeline.migrate import downgrade_sync, upgrade_sync
-from pipeline.schema import event_log, metadata, outbox
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.migrate import downgrade_sync, upgrade_sync
+from pipeline.runtime.schema import event_log, metadata, outbox
+from pipeline.runtime.settings import Settings
 from projections.tables import read_tables, replay_metadata
 
 pytestmark = pytest.mark.integration

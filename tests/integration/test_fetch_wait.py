@@ -19,10 +19,10 @@ import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import StreamT
 
-from pipeline.app import create_app, raw_topic
 from pipeline.devstack.processes import free_port
-from pipeline.kafka import create_producer, ensure_topics
-from pipeline.settings import Settings
+from pipeline.runtime.app import create_app, raw_topic
+from pipeline.runtime.kafka import create_producer, ensure_topics
+from pipeline.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

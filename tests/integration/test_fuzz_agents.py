@@ -1,6 +1,6 @@
 """Fuzz of every agent on the real machinery and real Postgres (issue 8, item 4).
 
-Each hypothesis example is one batch, through :class:`pipeline.transactional.Processor`,
+Each hypothesis example is one batch, through :class:`pipeline.runtime.processor.Processor`,
 mixing arbitrary bytes, arbitrary JSON, valid events and hostile valid events:
 quantities and stock at and beyond the schema's maximums, SQL-like and exotic
 unicode text in every text field, one order id used by two shops, times in 1971,
@@ -42,10 +42,11 @@ from events.deadletter import MAX_ORIGINAL_BYTES, DeadLetter
 from events.envelope import MESSAGE_TYPES, CloudEvent
 from events.topics import DLQ, STOCK
 from events.types import MAX_QUANTITY
-from pipeline.db import create_engine
-from pipeline.schema import checkpoints, event_log, outbox, processed_events
-from pipeline.settings import Settings
-from pipeline.transactional import Handler, Processor, RawHandler, Record, dead_letter
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.processor import Handler, Processor, RawHandler
+from pipeline.runtime.records import Record, dead_letter
+from pipeline.runtime.schema import checkpoints, event_log, outbox, processed_events
+from pipeline.runtime.settings import Settings
 from projections.projector import OWNED, ProjectorHandler
 from projections.projector import TOPICS as PROJECTOR_TOPICS
 from projections.rows import Position, rows_of

@@ -8,8 +8,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.topics import ALL_TOPICS
-from pipeline.kafka import client_options, create_producer, ensure_topics
-from pipeline.settings import Settings
+from pipeline.runtime.kafka import client_options, create_producer, ensure_topics
+from pipeline.runtime.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -21,11 +21,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.topics import SHOP_ORDERS
-from pipeline.db import create_engine
 from pipeline.devstack import Stack
 from pipeline.devstack.processes import free_port
-from pipeline.kafka import create_producer, ensure_topics
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import create_producer, ensure_topics
+from pipeline.runtime.settings import Settings
 from projections.rebuild import rebuild
 from tests.helpers import order_event, start_worker, stop_worker
 

@@ -14,9 +14,9 @@ import pytest
 from events.codec import decode, encode
 from events.envelope import wrap
 from events.topics import SHOP_ORDERS
-from pipeline.db import create_engine
-from pipeline.kafka import ensure_topics
-from pipeline.settings import Settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.runtime.settings import Settings
 from tests.helpers import run_cli
 from tests.projection_story import project_all, read_back, world
 from tests.unit import order_factories as f

@@ -39,8 +39,8 @@ async def test_deadlines_wait_for_partitions_that_lag(engine: AsyncEngine) -> No
     import uuid
 
     from agents.orders import TOPICS, OrderHandler, caught_up
-    from pipeline.checkpoints import advance_checkpoint
-    from pipeline.transactional import Processor
+    from pipeline.runtime.checkpoints import advance_checkpoint
+    from pipeline.runtime.processor import Processor
     from tests.projection_story import NoKafka
 
     consumer = f"orders-test-{uuid.uuid4().hex[:6]}"

@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.kafka import ensure_topics
-from pipeline.schema import outbox
-from pipeline.settings import Settings
-from pipeline.transactional import OutboxRelay
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.runtime.outbox import OutboxRelay
+from pipeline.runtime.schema import outbox
+from pipeline.runtime.settings import Settings
 from tests.projection_story import read_back
 
 pytestmark = pytest.mark.integration

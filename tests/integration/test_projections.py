@@ -27,10 +27,10 @@ from events.codec import DecodeError, decode
 from events.deadletter import DeadLetter
 from events.envelope import CloudEvent
 from events.fulfillment import OrderStatusChanged
-from pipeline.db import create_engine
-from pipeline.schema import outbox
-from pipeline.settings import Settings
-from pipeline.transactional import Record
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.records import Record
+from pipeline.runtime.schema import outbox
+from pipeline.runtime.settings import Settings
 from projections.queries import order_view
 from projections.tables import read_tables
 from tests.helpers import clean_env
@@ -214,7 +214,7 @@ async def test_rebuild_equals_live_while_views_keep_answering(
         live = await snapshot(engine)
         env = cli_env(DROPSHIP_DATABASE_URL=settings.database_url)
         rebuild = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pipeline.cli", "projections", "rebuild", env=env,
+            sys.executable, "-m", "pipeline.entry.cli", "projections", "rebuild", env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         answers = 0
         while rebuild.returncode is None:
@@ -286,7 +286,7 @@ def test_cli_reports_a_database_that_is_down_in_one_line() -> None:
 
     env = clean_env(DROPSHIP_DATABASE_URL=f"postgresql+asyncpg://x@127.0.0.1:{free_port()}/x")
     for args in (("order", "show", "o-1"), ("ops", "stuck"), ("ops", "suppliers")):
-        result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env,
+        result = subprocess.run([sys.executable, "-m", "pipeline.entry.cli", *args], env=env,
                                 capture_output=True, text=True, timeout=60, check=False)
         assert result.returncode == 1
         assert result.stderr.count("\n") == 1

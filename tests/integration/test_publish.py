@@ -12,8 +12,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from events.topics import SHOP_ORDERS
-from pipeline.kafka import client_options, ensure_topics
-from pipeline.settings import Settings
+from pipeline.runtime.kafka import client_options, ensure_topics
+from pipeline.runtime.settings import Settings
 from tests.helpers import REPO, run_cli
 
 pytestmark = pytest.mark.integration

@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 
 from pipeline.devstack import Stack
 from pipeline.devstack.processes import free_port
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,7 @@ def _run_briefly(env: dict[str, str], log: Path, seconds: float,
     ``until`` shows in its output), then SIGTERM it (SIGKILL after 30 s); return
     everything it wrote to stdout and stderr."""
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "pipeline.entry.cli", "worker"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT,
                                 cwd=tempfile.gettempdir())
     try:

@@ -13,7 +13,7 @@ import pytest
 
 from events.codec import DecodeError, decode
 from events.topics import SHOP_ORDERS, SUPPLIER_CATALOG
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.helpers import run_cli
 from tests.projection_story import read_back
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from agents.allocation import _line_changes, dump_line, dump_sku, dump_state, load_state, rules_of
 from agents.core.allocation import SkuState, apply, oversold
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.unit.allocation_factories import RULES, SKU, T0, alloc, at, commit, dest, offer, stock
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import cast
 
 from events.topics import ALL_TOPICS, INPUT_TOPICS
-from pipeline.app import create_app, declare_topics
-from pipeline.settings import Settings
+from pipeline.runtime.app import create_app, declare_topics
+from pipeline.runtime.settings import Settings
 
 
 def test_app_options_come_from_settings() -> None:
@@ -26,7 +26,7 @@ def test_app_options_come_from_settings() -> None:
 
 
 def test_worker_wiring_registers_the_agents_without_connecting() -> None:
-    from pipeline.worker import build
+    from pipeline.entry.worker import build
 
     app = build(Settings(_env_file=None, app_id="unit-wiring",
                          kafka_bootstrap_servers="127.0.0.1:9",

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.transactional import Record
+from pipeline.runtime.records import Record
 from projections.archive import envelope_fields, logged
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.helpers import REPO
 
 NEEDED_BY_WORKER = {"kafka", "postgres", "migrate"}

@@ -6,7 +6,7 @@ import base64
 
 from events.codec import DecodeError
 from events.deadletter import DeadLetter
-from pipeline.transactional import Record, dead_letter
+from pipeline.runtime.records import Record, dead_letter
 from tests.unit.order_factories import paid
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from tests.helpers import REPO
 
 README = (REPO / "README.md").read_text()

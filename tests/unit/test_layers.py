@@ -1,6 +1,10 @@
 """The layering of DEVELOPERS.md, checked on the import graph of our own modules.
 
-events/ -> pipeline/ runtime -> agents/, projections/ -> entry points.
+Each layer is a folder, bottom up: contracts (``events``) -> runtime
+(``pipeline.runtime``) -> the dev stack, the simulator, the agents (their pure
+decision core inside) and the projections, side by side -> the entry points
+(``pipeline.entry``). A module may import its own folder and the folders
+:data:`MAY_IMPORT` names for it; nothing else, and no exemption.
 """
 
 from __future__ import annotations
@@ -13,8 +17,22 @@ import pytest
 from tests.helpers import REPO
 
 PACKAGES = ("events", "pipeline", "agents", "projections", "simulator")
-ENTRY_POINTS = {"pipeline.cli", "pipeline.worker", "pipeline.demo", "pipeline.ops_cli",
-                "pipeline.ops_levers", "pipeline.simulate"}
+_BELOW_ENTRY = {"events", "pipeline.runtime", "pipeline.devstack", "simulator", "agents",
+                "agents.core", "projections"}
+#: folder -> the folders (besides itself) its modules may import
+MAY_IMPORT: dict[str, set[str]] = {
+    "pipeline": set(),  # the namespace's __init__: a docstring
+    "events": set(),
+    "pipeline.runtime": {"events"},
+    "pipeline.devstack": {"events", "pipeline.runtime"},
+    "simulator": {"events", "pipeline.runtime"},
+    "agents.core": {"events"},
+    "agents": {"events", "pipeline.runtime", "agents.core"},
+    "projections": {"events", "pipeline.runtime"},
+    "pipeline.entry": _BELOW_ENTRY,
+}
+#: folders whose modules import no framework (contracts and decisions are pure)
+PURE = {"events", "agents.core"}
 FRAMEWORKS = ("faust", "aiokafka", "sqlalchemy", "asyncpg", "mode")
 
 
@@ -52,41 +70,66 @@ def _ours(imported: set[str]) -> set[str]:
     return {name for name in imported if name.split(".")[0] in PACKAGES}
 
 
+def folder_of(module: str) -> str | None:
+    """The layer folder a module lives in: the longest folder name that prefixes it."""
+    found = [f for f in MAY_IMPORT if module == f or module.startswith(f + ".")]
+    return max(found, key=len) if found else None
+
+
 def test_graph_is_not_empty() -> None:
-    assert {"pipeline.settings", "projections.archive", "events.topics"} <= set(GRAPH)
-
-
-@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("events")))
-def test_events_import_nothing_of_ours_nor_frameworks(module: str) -> None:
-    imported = GRAPH[module]
-    assert all(name.startswith("events") for name in _ours(imported)), imported
-    assert not {n for n in imported if n.split(".")[0] in FRAMEWORKS}
-
-
-@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("pipeline")))
-def test_runtime_does_not_import_agents_or_projections(module: str) -> None:
-    if module in ENTRY_POINTS:
-        return
-    bad = {n for n in _ours(GRAPH[module]) if n.split(".")[0] in ("agents", "projections")}
-    assert not bad, f"{module} imports {bad}"
+    assert {"pipeline.runtime.settings", "projections.archive", "events.topics",
+            "pipeline.entry.cli", "agents.core.allocation"} <= set(GRAPH)
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
-def test_nothing_imports_an_entry_point(module: str) -> None:
-    if module == "pipeline.cli":
-        return  # the CLI dispatches to the other entry points
-    bad = {n for n in _ours(GRAPH[module]) if n in ENTRY_POINTS
-           or any(n.startswith(e + ".") for e in ENTRY_POINTS)}
-    assert not bad, f"{module} imports entry point(s) {bad}"
+def test_every_module_lives_in_a_layer_folder(module: str) -> None:
+    assert folder_of(module) is not None, f"{module} is in no layer folder"
 
 
-@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("agents.core")))
-def test_decision_core_is_pure(module: str) -> None:
-    """Decisions import contracts only: no framework, no runtime, no agent adapter."""
-    imported = GRAPH[module]
+@pytest.mark.parametrize("module", sorted(GRAPH))
+def test_imports_go_only_to_own_folder_or_below(module: str) -> None:
+    own = folder_of(module)
+    assert own is not None
+    allowed = MAY_IMPORT[own] | {own}
+    bad = {name for name in _ours(GRAPH[module]) if folder_of(name) not in allowed}
+    assert not bad, f"{module} ({own}) imports {bad}; it may import {sorted(allowed)}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if folder_of(m) in PURE))
+def test_contracts_and_decisions_import_no_framework(module: str) -> None:
+    assert not {n for n in GRAPH[module] if n.split(".")[0] in FRAMEWORKS}, GRAPH[module]
+
+
+def _reach(folder: str) -> set[str]:
+    """Every folder ``folder`` may reach through its imports, itself excluded."""
+    seen: set[str] = set()
+    todo = list(MAY_IMPORT[folder])
+    while todo:
+        below = todo.pop()
+        if below not in seen:
+            seen.add(below)
+            todo += MAY_IMPORT[below]
+    return seen
+
+
+def test_the_rule_is_a_hierarchy() -> None:
+    """No folder reaches itself: the layers form no cycle."""
+    assert [f for f in MAY_IMPORT if f in _reach(f)] == []
+
+
+def test_the_entry_points_are_the_top() -> None:
+    """Nothing below the entry points may reach them, and they reach every folder."""
+    assert all("pipeline.entry" not in _reach(f) for f in MAY_IMPORT)
+    assert _reach("pipeline.entry") == set(MAY_IMPORT) - {"pipeline", "pipeline.entry"}
+
+
+def test_projections_and_agents_are_side_by_side() -> None:
+    """A projection never imports an agent, nor an agent a projection."""
+    assert "agents" not in _reach("projections")
+    assert "projections" not in _reach("agents")
+
+
+def test_records_are_plain_values() -> None:
+    """Pure-core tests and checkers build a ``Record`` without importing a driver."""
+    imported = GRAPH["pipeline.runtime.records"]
     assert not {n for n in imported if n.split(".")[0] in FRAMEWORKS}, imported
-    assert all(n.startswith(("events", "agents.core")) for n in _ours(imported)), imported
-
-
-def test_there_is_a_decision_core() -> None:
-    assert "agents.core.allocation" in GRAPH

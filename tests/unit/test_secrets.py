@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import (
+from pipeline.runtime.settings import (
     Settings,
     SettingsError,
     database_name,

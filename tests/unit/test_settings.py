@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.settings import Settings, SettingsError, load_settings
+from pipeline.runtime.settings import Settings, SettingsError, load_settings
 from tests.helpers import clean_env, isolate_env, run_cli
 
 

@@ -1,4 +1,4 @@
-"""``pipeline.shutdown``: a stop that outlasts its deadline is logged and cut short."""
+"""``pipeline.runtime.shutdown``: a stop that outlasts its deadline is logged and cut short."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from pipeline.shutdown import StopDeadline, describe_tasks
+from pipeline.runtime.shutdown import StopDeadline, describe_tasks
 from tests.helpers import REPO
 
 
@@ -45,7 +45,7 @@ async def test_an_expired_deadline_logs_where_each_task_waits_then_exits_0(
 
 
 def test_a_process_that_stops_in_time_does_not_wait_for_the_clock() -> None:
-    code = ("import asyncio; from pipeline.shutdown import StopDeadline\n"
+    code = ("import asyncio; from pipeline.runtime.shutdown import StopDeadline\n"
             "async def main():\n"
             "    StopDeadline(60, asyncio.get_running_loop(), exit=print).start()\n"
             "asyncio.run(main())\n")

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from events.codec import MAX_EVENT_BYTES, DecodeError, decode, key_of
 from events.envelope import CloudEvent
 from events.topics import ALL_TOPICS
-from pipeline.kafka import create_producer
-from pipeline.settings import Settings
+from pipeline.runtime.kafka import create_producer
+from pipeline.runtime.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -13,67 +13,60 @@ from typing import Any
 
 import faust
 
-from agents import allocation, orders, runner
-from agents.allocation import AllocationHandler
-from pipeline import clock
-from pipeline.app import create_app, declare_topics, raw_topic
-from pipeline.db import create_engine
-from pipeline.kafka import ensure_topics
-from pipeline.settings import Settings
-from pipeline.shutdown import StopDeadline
-from pipeline.transactional import KafkaRangeReader, OutboxRelay, Processor
+from agents import orders
+from pipeline.entry.registry import CONSUMERS, NAMES
+from pipeline.runtime import clock
+from pipeline.runtime import stream as runner
+from pipeline.runtime.app import create_app, declare_topics, raw_topic
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.runtime.outbox import OutboxRelay
+from pipeline.runtime.processor import Processor
+from pipeline.runtime.settings import Settings
+from pipeline.runtime.shutdown import StopDeadline
 from projections import clock as pipeline_clock
-from projections import projector
 from projections.metrics import register_metrics
-from projections.projector import ProjectorHandler
 
-AGENTS = ("projector", "allocation", "orders")
+#: The agents ``dropship worker --agents`` can run: every consumer of the registry.
+AGENTS = NAMES
 
 
 def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
     """The app with the agents ``only`` (default: all) registered; connects to nothing yet.
 
-    Every agent runs on the one machinery (:mod:`pipeline.transactional`); the
-    worker's web server also answers ``/metrics`` (Prometheus).
+    The composition root: every agent is a consumer of the registry
+    (:mod:`pipeline.entry.registry`) run by its own :class:`Processor` on the
+    one machinery; the order agent's deadlines go through that agent's
+    processor; the worker's web server also answers ``/metrics`` (Prometheus).
     """
     app = create_app(settings)
     engine = create_engine(settings)
     declare_topics(app, settings)
     reader = KafkaRangeReader(settings)
-    policy = orders.policy_of(settings)
-
-    def relay(name: str) -> OutboxRelay:
-        return OutboxRelay(engine, name, settings)
-
-    order_relay = relay(orders.CONSUMER)
     processors = {
-        "projector": (projector.TOPICS, Processor(engine, ProjectorHandler(), reader,
-                                                  relay(projector.CONSUMER))),
-        "allocation": (allocation.TOPICS, Processor(
-            engine, AllocationHandler(rules=allocation.rules_of(settings)), reader,
-            relay(allocation.CONSUMER))),
-        "orders": (orders.TOPICS, Processor(engine, orders.OrderHandler(policy), reader,
-                                            order_relay)),
-    }
-    for name in only:
-        topics, processor = processors[name]
+        name: (CONSUMERS[name].topics,
+               Processor(engine, CONSUMERS[name].handler(settings), reader,
+                         OutboxRelay(engine, name, settings)))
+        for name in only}
+    for name, (topics, processor) in processors.items():
         runner.register(app, raw_topic(app, *topics), processor, name, topics,
                         batch_size=settings.agent_batch_size,
                         within_s=settings.agent_batch_within_s)
-    if "orders" in only:
-        deadlines = orders.DeadlineRunner(engine, policy, order_relay,
+    if orders.CONSUMER in processors:
+        deadlines = orders.DeadlineRunner(orders.policy_of(settings),
                                           lambda: clock.now(settings))
-        orders.register_deadlines(app, deadlines, processors["orders"][1],
+        orders.register_deadlines(app, deadlines, processors[orders.CONSUMER][1],
                                   settings.deadline_check_s)
     register_clock(app, engine, settings)
-    register_metrics(app, engine, {n: processors[n] for n in only})
+    register_metrics(app, engine, processors)
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **kw: Any) -> None:
         """Faust's ``on_partitions_assigned`` (the set of topic-partitions): log them,
         and let each processor take them as its own again (its zombie fence)."""
         tps = [(tp.topic, tp.partition) for tp in (args[0] if args else ())]
-        for name in only:
-            processors[name][1].assigned(tps)
+        for _, processor in processors.values():
+            processor.assigned(tps)
         log_assignment(tps)
 
     app.on_partitions_assigned.connect(on_assigned)
@@ -89,7 +82,7 @@ def register_clock(app: Any, engine: Any, settings: Settings) -> None:
         except Exception:
             logging.getLogger("dropship").exception("writing the pipeline clock failed")
 
-    app.timer(settings.deadline_check_s, name="pipeline.clock")(record_clock)
+    app.timer(settings.deadline_check_s, name="pipeline.runtime.clock")(record_clock)
 
 
 def log_assignment(tps: list[tuple[str, int]]) -> None:

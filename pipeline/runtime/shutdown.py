@@ -1,6 +1,6 @@
 """A bounded stop: a worker told to stop is gone within ``stop_timeout_s``.
 
-Who calls it: :mod:`pipeline.worker` starts a :class:`StopDeadline` when its Faust
+Who calls it: :mod:`pipeline.entry.worker` starts a :class:`StopDeadline` when its Faust
 worker begins to stop (SIGTERM, Ctrl-C, a crash).
 
 Why: Faust stops an agent by asking its actor to leave the stream and waiting,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 
 
 def now(settings: Settings) -> datetime:

@@ -1,6 +1,6 @@
 """Schema migrations (Alembic), as called by ``dropship db upgrade`` and the tests.
 
-The migration scripts live in ``pipeline/migrations``; they run as the owner of
+The migration scripts live in ``pipeline/runtime/migrations``; they run as the owner of
 the schema objects, ``settings.admin_database_url`` (``DROPSHIP_DATABASE_ADMIN_URL``,
 else ``DROPSHIP_DATABASE_URL``), never as the worker's application role.
 Concurrent upgrades are serialized by an advisory lock.
@@ -14,7 +14,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

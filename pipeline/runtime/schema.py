@@ -1,7 +1,7 @@
 """SQLAlchemy Core tables of the runtime (checkpoints, outbox, event log).
 
 These definitions are what the code queries; the Alembic migrations in
-``pipeline/migrations`` are what creates them. A test compares the two, so they
+``pipeline/runtime/migrations`` are what creates them. A test compares the two, so they
 cannot drift apart.
 """
 
@@ -29,7 +29,7 @@ metadata = MetaData()
 
 #: Tracking records: per (consumer, topic, partition), the last offset whose
 #: effects are committed. Moves forward only (compare-and-set in
-#: ``pipeline.checkpoints``); -1 means nothing applied yet.
+#: ``pipeline.runtime.checkpoints``); -1 means nothing applied yet.
 checkpoints = Table(
     "checkpoints",
     metadata,

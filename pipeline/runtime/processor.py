@@ -14,77 +14,50 @@ inside a transaction) run by a :class:`Processor`. Per batch of Kafka records:
    CloudEvents source + id), let the handler update its state rows and return
    derived events, write them and the dead letters to the outbox, and move
    every checkpoint forward by compare-and-set from the value read in step 1;
-5. after commit, the :class:`OutboxRelay` publishes unsent outbox rows.
+5. after commit, the :class:`~pipeline.runtime.outbox.OutboxRelay` publishes
+   unsent outbox rows.
 
 A zombie that lost its partitions fails step 4's compare-and-set
 (:class:`CheckpointConflict`) and writes nothing. Transient database errors
 are retried with backoff, so a Postgres outage pauses consumption and nothing
 moves past what is stored.
+
+A cause that is not a record (the order agent's deadline firings) goes through
+the same discipline with :meth:`Processor.apply_local`: the same lock, the same
+partition locks and zombie fence, its ids in ``processed_events``, its events
+in the outbox, all in one transaction, then the relay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events.base import Message
-from events.codec import DecodeError, decode, encode, key_of
-from events.deadletter import DeadLetter
-from events.envelope import CloudEvent, sequence_of, wrap
-from events.ids import derived_id
-from events.types import EARLIEST_TIME, END_OF_TIME
-from pipeline.checkpoints import CheckpointConflict, advance_checkpoint
-from pipeline.kafka import client_options, create_producer
-from pipeline.schema import checkpoints, outbox, processed_events
-from pipeline.settings import Settings
+from events.codec import DecodeError, decode
+from events.envelope import CloudEvent
+from pipeline.runtime.checkpoints import CheckpointConflict, advance_checkpoint
+from pipeline.runtime.outbox import OutboxRelay, write_outbox
+from pipeline.runtime.records import TP, Incoming, Record, dead_letter
+from pipeline.runtime.schema import checkpoints, processed_events
 
 log = logging.getLogger(__name__)
-#: Kafka timestamps (ms) that give an event time the contracts accept; a
-#: producer may set any int64, which is clamped into this range.
-_TIME_RANGE_MS = (int(EARLIEST_TIME.timestamp() * 1000), int(END_OF_TIME.timestamp() * 1000) - 1)
-#: What a dead letter's text may not hold (the Text rule), escaped as ``\xNN``.
-_REFUSED_IN_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\ud800-\udfff]")
 T = TypeVar("T")
-TP = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class Record:
-    """One Kafka record as the machinery sees it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    timestamp_ms: int | None = None
-
-    @property
-    def time(self) -> datetime:
-        """The record's Kafka timestamp (deterministic across re-reads), clamped to
-        the times events may carry (1970 to 2999)."""
-        low, high = _TIME_RANGE_MS
-        return datetime.fromtimestamp(min(max(self.timestamp_ms or 0, low), high) / 1000, UTC)
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A record that decoded to a valid event."""
-
-    record: Record
-    event: CloudEvent
+#: The (source, id) of a cause applied in a transaction, as ``processed_events`` keeps it.
+CauseKey = tuple[str, str]
+#: Work on a cause that is not a record (:meth:`Processor.apply_local`): given the
+#: connection and the partitions still owned, change state and return the events
+#: derived and the keys of the causes applied, in the order they were applied.
+LocalWork = Callable[[AsyncConnection, set[int]],
+                     Awaitable[tuple[list[CloudEvent], list[CauseKey]]]]
 
 
 class Handler(Protocol):
@@ -115,85 +88,6 @@ class RangeReader(Protocol):
     async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
         """Records with ``start <= offset < end`` that exist on the broker."""
         ...
-
-
-class Cause(Protocol):
-    """What a derived event's id and time come from: a consumed event, or a deadline."""
-
-    @property
-    def source(self) -> str: ...
-    @property
-    def id(self) -> str: ...
-    @property
-    def time(self) -> datetime: ...
-
-
-def derive(cause: Cause, payloads: Sequence[Message], consumer: str, *,
-           time: datetime | None = None, step: int | None = None,
-           sequence: str | None = None) -> list[CloudEvent]:
-    """Wrap payloads caused by ``cause``: ids from the cause, at ``time`` (default: the
-    cause's time; an agent passes its state's clock, never earlier).
-
-    The id depends on the consumer, the cause's (source, id) and the payload's
-    position and type, so two agents deriving from one cause never collide, and
-    reprocessing the same cause from the same state yields byte-identical events.
-    Each event also carries the ``causationid`` of its cause and a ``sequence``: with
-    ``step`` (the order agent's step that applied the cause), ``<step>.<n>``; with
-    ``sequence`` (an agent answering a command that carries an order's sequence, as
-    the allocation agent does), that same place, so an order's timeline shows the
-    answer right after the step that asked. With neither, no extension.
-    """
-    cause_ref = f"{consumer}|{cause.source}/{cause.id}"
-    causation = f"{cause.source}/{cause.id}"
-
-    def place(i: int) -> dict[str, str]:
-        if step is not None:
-            return {"sequence": sequence_of(step, i + 1), "causationid": causation}
-        if sequence is not None:
-            return {"sequence": sequence, "causationid": causation}
-        return {}
-
-    return [
-        wrap(p, id=derived_id(cause_ref, f"{i}:{p.TYPE}"), source=f"dropship/{consumer}",
-             time=time or cause.time, **place(i))
-        for i, p in enumerate(payloads)
-    ]
-
-
-def dead_letter(record: Record, error: DecodeError, consumer: str, index: int = 0,
-                original: Message | None = None) -> CloudEvent:
-    """The DLQ event for a refused record (id from its position: stable on re-reads).
-
-    ``index`` tells apart several refusals caused by one record; ``original`` is
-    an event that was held and is refused now that ``record`` released it: the
-    dead letter then carries that event (its topic, its JSON), at ``record``'s position.
-    """
-    value = original.model_dump_json().encode() if original is not None else record.value
-    letter = DeadLetter(
-        original_key=DeadLetter.key_text(record.key),
-        source_topic=original.TOPIC if original is not None else record.topic,
-        source_partition=record.partition, source_offset=record.offset, consumer=consumer,
-        error=_escaped(str(error))[:2000], rule=error.rule[:64],
-        field=_escaped(error.field)[:200],
-        dead_lettered_at=record.time, **DeadLetter.carry(value),  # type: ignore[arg-type]
-    )
-    ref = f"{record.topic}/{record.partition}/{record.offset}"
-    return wrap(letter, id=derived_id(ref, f"dead_letter:{consumer}:{index}"),
-                source=f"dropship/{consumer}", time=record.time)
-
-
-def _escaped(text: str) -> str:
-    """``text`` with the characters dead letters may not carry written as ``\\xNN``
-    (a refused record's own bytes can end up in the error message)."""
-    return _REFUSED_IN_TEXT.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def failed(record: Record, exc: Exception, consumer: str) -> CloudEvent:
-    """The DLQ event for a record whose handling raised: the pipeline goes on."""
-    log.exception("%s: %s[%d]@%d could not be applied; dead-lettered", consumer,
-                  record.topic, record.partition, record.offset)
-    return dead_letter(record, DecodeError("data", "handler_error",
-                                           f"{type(exc).__name__}: {exc}"[:1500]), consumer)
 
 
 @dataclass
@@ -359,6 +253,49 @@ class Processor:
                 if all(stored.get((t, p), -1) <= self.committed.get((t, p), 1 << 62)
                        for t in topics)}
 
+    async def apply_local(self, topics: Iterable[str], partitions: set[int],
+                          work: LocalWork) -> int:
+        """Apply a cause that is not a record (a deadline firing) on owned partitions.
+
+        Who calls it: the order agent's deadline timer. Guarantees as for a batch:
+        state, the causes' ids, the outbox rows commit together or not at all, and
+        nothing runs on a partition another worker took over. Returns the number of
+        causes applied. Steps:
+
+        1. take :attr:`lock` (never between a batch's dedup and its commit);
+        2. in one transaction: :func:`lock_partitions`; keep the partitions
+           :meth:`still_ours` for ``topics``; run ``work`` on them; record the
+           keys of the causes it applied in ``processed_events`` (their place in
+           the apply order among consumed events); queue its events in the outbox;
+        3. after commit, flush the relay.
+
+        A failure raises and leaves nothing behind (the transaction rolls back); the
+        caller tries again later, and ``work`` decides again from the stored state.
+        """
+        if not partitions:
+            return 0
+        async with self.lock:
+            applied = await self._commit_local(set(topics), partitions, work)
+            if applied and self.relay is not None:
+                await self.relay.flush()
+        return applied
+
+    async def _commit_local(self, topics: set[str], partitions: set[int],
+                            work: LocalWork) -> int:
+        consumer = self.handler.consumer
+        async with self.engine.begin() as conn:
+            await lock_partitions(conn, consumer, partitions)
+            owned = await self.still_ours(conn, topics, partitions)
+            if not owned:
+                return 0
+            derived, causes = await work(conn, owned)
+            if causes:
+                await conn.execute(insert(processed_events).on_conflict_do_nothing(), [
+                    {"consumer": consumer, "source": source, "event_id": event_id}
+                    for source, event_id in causes])
+            await write_outbox(conn, consumer, derived)
+        return len(causes)
+
     async def _apply_events(self, conn: AsyncConnection, handler: Handler,
                             fresh: list[Record]) -> list[CloudEvent]:
         """Decode, dead-letter the refused, drop the already applied, handle the rest."""
@@ -400,135 +337,3 @@ async def lock_partitions(conn: AsyncConnection, consumer: str, partitions: Iter
                            {"c": consumer, "p": partition})
 
 
-async def write_outbox(conn: AsyncConnection, producer: str, events: Sequence[CloudEvent]) -> None:
-    """Queue events for publishing, in order; an event already queued is left alone."""
-    if not events:
-        return
-    rows = [{"event_id": e.id, "producer": producer, "topic": e.data.TOPIC,
-             "key": key_of(e), "value": encode(e)} for e in events]
-    await conn.execute(insert(outbox).on_conflict_do_nothing(), rows)
-
-
-@dataclass
-class OutboxRelay:
-    """Publishes a producer's unsent outbox rows in id order, then marks them sent.
-
-    At-least-once: a crash between send and mark re-sends on the next flush, and
-    consumers drop the duplicate by event id. One flush at a time per producer
-    (a transaction-scoped advisory lock on its name), across workers and within
-    one, so rows go out strictly in id order and one key's events never overtake
-    each other.
-    """
-
-    engine: AsyncEngine
-    producer_name: str
-    settings: Settings
-    batch_size: int = 1000
-    published: int = 0
-    _producer: AIOKafkaProducer | None = None
-    _closed: bool = False
-    #: one flush at a time in this process (the batch path and the deadline timer
-    #: share a relay); close waits for the flush in progress
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    async def close(self) -> None:
-        """Stop publishing: 1. later flushes publish nothing (their rows stay in the
-        outbox for the next start); 2. the flush in progress ends its round of rows;
-        3. the producer stops."""
-        self._closed = True
-        async with self._lock:
-            if self._producer is not None:
-                await self._producer.stop()
-                self._producer = None
-
-    async def flush(self) -> int:
-        """Publish everything pending; return how many rows were sent (0 once closed)."""
-        async with self._lock:
-            return await self._flush()
-
-    async def _flush(self) -> int:
-        sent = 0
-        while not self._closed:
-            if self._producer is None:
-                producer = create_producer(self.settings)
-                await producer.start()
-                self._producer = producer
-            producer = self._producer
-            async with self.engine.begin() as conn:
-                await conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
-                                   {"p": f"outbox:{self.producer_name}"})
-                rows = (await conn.execute(
-                    select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value)
-                    .where(outbox.c.producer == self.producer_name,
-                           outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id).limit(self.batch_size)
-                )).all()
-                if not rows:
-                    break
-                futures = [await producer.send(r.topic, r.value, key=r.key) for r in rows]
-                await asyncio.gather(*futures)
-                await conn.execute(
-                    update(outbox).where(outbox.c.id.in_(bindparam("ids", expanding=True)))
-                    .values(published_at=datetime.now(UTC)), {"ids": [r.id for r in rows]},
-                )
-            sent += len(rows)
-        self.published += sent
-        return sent
-
-
-class GapUnreadable(Exception):
-    """A range could not be read back in time; the batch is retried later."""
-
-
-@dataclass
-class KafkaRangeReader:
-    """Reads offset ranges with a group-less consumer (assign + seek): gap repair.
-
-    Reads until its position reaches ``end``, or the partition's high-water mark
-    (nothing beyond it exists yet). Offsets inside the range that it passed
-    without a record do not exist (transaction markers, compaction). If neither
-    is reached within ``timeout_s``, it raises :class:`GapUnreadable` rather
-    than return part of the range: the checkpoint must never pass a record that
-    was not read.
-    """
-
-    settings: Settings
-    poll_timeout_ms: int = 500
-    timeout_s: float = 30.0
-
-    async def read(self, topic: str, partition: int, start: int, end: int) -> list[Record]:
-        consumer = AIOKafkaConsumer(**client_options(self.settings), group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest")
-        await consumer.start()
-        try:
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            consumer.seek(tp, start)
-            out: list[Record] = []
-            deadline = asyncio.get_running_loop().time() + self.timeout_s
-            while True:
-                position = await consumer.position(tp)
-                highwater = consumer.highwater(tp)
-                if position >= end or (highwater is not None and position >= highwater):
-                    return out
-                if asyncio.get_running_loop().time() > deadline:
-                    raise GapUnreadable(f"{topic}[{partition}] {start}..{end - 1}: read up to "
-                                        f"{position} in {self.timeout_s:.0f} s")
-                batch = await consumer.getmany(tp, timeout_ms=self.poll_timeout_ms,
-                                               max_records=1000)
-                msgs: list[Any] = batch.get(tp, [])
-                out.extend(Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp)
-                           for m in msgs if start <= m.offset < end)
-        finally:
-            await _stop_quietly(consumer)
-
-
-async def _stop_quietly(consumer: AIOKafkaConsumer) -> None:
-    """Stop a consumer. aiokafka can leak a CancelledError of its own coordinator
-    task when stopped right after start; only our own cancellation propagates."""
-    try:
-        await consumer.stop()
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise

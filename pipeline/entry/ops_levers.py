@@ -1,5 +1,5 @@
 """``dropship ops release-payment | cancel | reroute | close-return``: ops move an order
-through Kafka, never by writing tables (entry point: only ``pipeline.ops_cli`` imports it).
+through Kafka, never by writing tables (entry point: only ``pipeline.entry.ops_cli`` imports it).
 
 Each command:
 1. checks the order is known to the read models (else one line, exit 1);
@@ -31,10 +31,10 @@ from events.envelope import wrap
 from events.ops import CancelOrder, CloseReturn, ReleasePayment, RerouteLine
 from events.orders import LineQuantity
 from events.topics import OPS_COMMANDS
-from pipeline import clock
-from pipeline.cli_support import fail, with_engine
-from pipeline.publisher import check_lines, send_valid
-from pipeline.settings import load_settings
+from pipeline.entry.cli_support import fail, with_engine
+from pipeline.entry.publisher import check_lines, send_valid
+from pipeline.runtime import clock
+from pipeline.runtime.settings import load_settings
 from projections import queries
 
 out = Console(soft_wrap=True)

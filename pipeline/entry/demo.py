@@ -41,16 +41,16 @@ from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.clock import set_file_time
-from pipeline.db import create_engine
 from pipeline.devstack import down, up
 from pipeline.devstack.processes import Proc, spawn_worker
-from pipeline.kafka import ensure_topics
-from pipeline.migrate import upgrade_sync
-from pipeline.render import order_parts, plain, table
-from pipeline.settings import Settings
+from pipeline.entry.catchup import backlog
+from pipeline.entry.render import order_parts, plain, table
+from pipeline.runtime.clock import set_file_time
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.kafka import ensure_topics
+from pipeline.runtime.migrate import upgrade_sync
+from pipeline.runtime.settings import Settings
 from projections import invariants, queries
-from projections.catchup import backlog
 from simulator.run import Limits, SimClock, Simulation, Tally
 from simulator.world import Shares, make_world
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 
 
 def create_engine(settings: Settings, admin: bool = False) -> AsyncEngine:

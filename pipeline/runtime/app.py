@@ -19,8 +19,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TransportT
 
 from events.topics import ALL_TOPICS
-from pipeline.kafka import ssl_context
-from pipeline.settings import Settings
+from pipeline.runtime.kafka import ssl_context
+from pipeline.runtime.settings import Settings
 
 
 def broker_credentials(settings: Settings) -> Any:
@@ -60,7 +60,7 @@ class AIOKafkaConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         if not hasattr(consumer, "_fetch_max_wait_ms") or consumer._fetcher is not None:
             raise RuntimeError(
                 "this aiokafka version takes fetch_max_wait_ms differently; "
-                "DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS cannot reach it (pipeline/app.py)")
+                "DROPSHIP_KAFKA_FETCH_MAX_WAIT_MS cannot reach it (pipeline/runtime/app.py)")
         consumer._fetch_max_wait_ms = app.fetch_max_wait_ms
         return consumer
 
@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> DropshipApp:
         consumer_auto_offset_reset=settings.kafka_auto_offset_reset,
         topic_partitions=settings.kafka_topic_partitions,
         topic_replication_factor=settings.kafka_replication_factor,
-        topic_allow_declare=False,  # topics are created by pipeline.kafka.ensure_topics
+        topic_allow_declare=False,  # topics are created by pipeline.runtime.kafka.ensure_topics
         web_enabled=True,
         web_bind=settings.web_bind,
         web_host=settings.web_bind,
@@ -139,7 +139,7 @@ def declare_topics(app: faust.App, settings: Settings) -> dict[str, Any]:
     """Every topic of DESIGN.md as a raw Faust topic, with the configured partitions.
 
     Agents subscribe to these (or to a multi-topic over several names); the
-    topics themselves are created on the broker by ``pipeline.kafka.ensure_topics``.
+    topics themselves are created on the broker by ``pipeline.runtime.kafka.ensure_topics``.
     """
     return {name: raw_topic(app, name, partitions=settings.kafka_topic_partitions)
             for name in ALL_TOPICS}

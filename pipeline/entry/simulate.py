@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 from simulator.run import Limits, SimClock, Simulation, Tally
 from simulator.world import Shares, make_world
 

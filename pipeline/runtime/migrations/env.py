@@ -1,7 +1,7 @@
 """Alembic environment: runs migrations over an asyncpg connection.
 
 The URL comes from the Alembic config's ``sqlalchemy.url``, which
-``pipeline.migrate`` sets from the settings; nothing else is read.
+``pipeline.runtime.migrate`` sets from the settings; nothing else is read.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from pipeline.schema import metadata
+from pipeline.runtime.schema import metadata
 
 config = context.config
 MIGRATION_LOCK_KEY = 0x0D50_0001
@@ -29,7 +29,7 @@ def _run(connection: Connection) -> None:
 
 async def _run_async() -> None:
     url = config.get_main_option("sqlalchemy.url")
-    assert url, "sqlalchemy.url must be set by pipeline.migrate"
+    assert url, "sqlalchemy.url must be set by pipeline.runtime.migrate"
     engine = create_async_engine(url)
     try:
         async with engine.connect() as conn:

@@ -20,9 +20,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.kafka import client_options
-from pipeline.schema import checkpoints, event_log
-from pipeline.settings import Settings
+from pipeline.runtime.kafka import client_options
+from pipeline.runtime.schema import checkpoints, event_log
+from pipeline.runtime.settings import Settings
 
 TP = tuple[str, int]
 Source = Literal["broker", "event_log", "unknown"]

@@ -17,7 +17,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from pipeline.schema import checkpoints, event_log
+from pipeline.runtime.schema import checkpoints, event_log
 
 NOTHING_APPLIED = -1
 

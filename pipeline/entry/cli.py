@@ -17,11 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import ops_levers
-from pipeline.cli_support import err, fail
 from pipeline.devstack import StackError
-from pipeline.ops_cli import ops_app, order_app, projections_app
-from pipeline.settings import Settings, SettingsError, load_settings
+from pipeline.entry import ops_levers
+from pipeline.entry.cli_support import err, fail
+from pipeline.entry.ops_cli import ops_app, order_app, projections_app
+from pipeline.runtime.settings import Settings, SettingsError, load_settings
 
 app = typer.Typer(help="dropship: order fulfillment pipeline for dropshipping.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -106,7 +106,7 @@ def _print_stack(stack: object) -> None:
     table.add_row("postgres", str(stack.postgres.pid), f"127.0.0.1:{stack.pg_port}",
                   "up" if health["postgres"] else "DOWN", f"{stack.pg_dir}/data")
     out.print(table)
-    from pipeline.settings import redact_url
+    from pipeline.runtime.settings import redact_url
 
     out.print(f"settings (in {stack.state_dir}/dev.env, with the password; mode 0600):")
     for key, value in stack.dev_env().items():
@@ -119,7 +119,7 @@ def _print_stack(stack: object) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply the schema migrations up to REVISION (default: head)."""
-    from pipeline.migrate import upgrade_sync
+    from pipeline.runtime.migrate import upgrade_sync
 
     s = _settings()
     upgrade_sync(s, revision)
@@ -136,7 +136,7 @@ def worker(
         help="Comma-separated agents to run: projector, allocation, orders")] = "all",
 ) -> None:
     """Run a pipeline worker until stopped with SIGTERM or Ctrl-C."""
-    from pipeline import worker as worker_module
+    from pipeline.entry import worker as worker_module
 
     only = worker_module.AGENTS if agents == "all" else tuple(
         a.strip() for a in agents.split(",") if a.strip())
@@ -152,7 +152,7 @@ def worker(
 @app.command("topics")
 def topics() -> None:
     """Create any missing topic with the configured partition count."""
-    from pipeline.kafka import ensure_topics
+    from pipeline.runtime.kafka import ensure_topics
 
     s = _settings()
     created = asyncio.run(ensure_topics(s))
@@ -166,7 +166,7 @@ def publish(
     skip_invalid: Annotated[bool, typer.Option(help="Send the valid lines anyway.")] = False,
 ) -> None:
     """Validate every line, then send them keyed by subject; report each line."""
-    from pipeline.publisher import publish as publish_lines
+    from pipeline.entry.publisher import publish as publish_lines
 
     s = _settings()
     if file == "-":
@@ -220,7 +220,7 @@ def schema_export(
 @app.command("settings")
 def show_settings() -> None:
     """Print the effective settings (secrets masked)."""
-    from pipeline.settings import masked
+    from pipeline.runtime.settings import masked
 
     for name, value in masked(_settings()).items():
         out.print(f"DROPSHIP_{name.upper()}={value}", highlight=False, soft_wrap=True)
@@ -268,7 +268,7 @@ def demo(
 ) -> None:
     """Run the pipeline end to end on the embedded stack, driven by simulated shops and
     suppliers, with a live view; exit 0 only if the pipeline's invariants held."""
-    from pipeline import demo as demo_module
+    from pipeline.entry import demo as demo_module
 
     s = _settings(state_dir=state_dir)
     options = demo_module.DemoOptions(orders=orders, rate=rate, settle_s=settle, speed=speed,
@@ -306,7 +306,7 @@ def simulate(
     """Simulated shops and suppliers on the real topics (each its own Kafka client):
     orders, payments, cancellations, supplier answers, shipments, returns, and a share
     of duplicated, reordered and malformed messages. Needs a running pipeline to react."""
-    from pipeline import simulate as simulate_module
+    from pipeline.entry import simulate as simulate_module
 
     s = _settings()
     options = simulate_module.SimulateOptions(

@@ -7,29 +7,32 @@ broker; writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from agents import allocation, orders
-from pipeline.lag import Lag, broker_ends, lag_report, logged_ends
-from pipeline.schema import outbox
-from pipeline.settings import Settings
-from projections import projector
+from pipeline.entry.registry import topics_of
+from pipeline.runtime.lag import Lag, broker_ends, lag_report, logged_ends
+from pipeline.runtime.schema import outbox
+from pipeline.runtime.settings import Settings
 
-#: Every consumer of ours, with the topics it reads.
-CONSUMERS: dict[str, tuple[str, ...]] = {
-    projector.CONSUMER: projector.TOPICS, allocation.CONSUMER: allocation.TOPICS,
-    orders.CONSUMER: orders.TOPICS}
+#: consumer -> the topics it reads
+Consumers = Mapping[str, tuple[str, ...]]
 
 
-async def lag_rows(settings: Settings, engine: AsyncEngine) -> list[Lag]:
-    """One row per (consumer, topic, partition); see :mod:`pipeline.lag`."""
-    every = {t for ts in CONSUMERS.values() for t in ts}
+async def lag_rows(settings: Settings, engine: AsyncEngine,
+                   consumers: Consumers | None = None) -> list[Lag]:
+    """One row per (consumer, topic, partition) of ``consumers`` (default: every
+    consumer of the registry); see :mod:`pipeline.runtime.lag`."""
+    consumers = topics_of() if consumers is None else consumers
+    every = {t for ts in consumers.values() for t in ts}
     ends = await broker_ends(settings, every)
-    return await lag_report(engine, CONSUMERS, ends, await logged_ends(engine, every))
+    return await lag_report(engine, consumers, ends, await logged_ends(engine, every))
 
 
-async def backlog(settings: Settings, engine: AsyncEngine) -> int | None:
+async def backlog(settings: Settings, engine: AsyncEngine,
+                  consumers: Consumers | None = None) -> int | None:
     """Records written and not applied, plus outbox rows not yet published; None if
     some partition's end is unknown (the broker could not be asked).
 
@@ -39,7 +42,7 @@ async def backlog(settings: Settings, engine: AsyncEngine) -> int | None:
     3. the broker's ends again: records written since step 1 (an outbox row the
        relay published between steps 1 and 2) count as backlog too.
     """
-    rows = await lag_rows(settings, engine)
+    rows = await lag_rows(settings, engine, consumers)
     if any(r.lag is None for r in rows):
         return None
     left = await unsent(engine)

@@ -1,10 +1,10 @@
 """``dropship order``, ``dropship ops`` and ``dropship projections`` (entry point:
-only ``pipeline.cli`` imports this module).
+only ``pipeline.entry.cli`` imports this module).
 
 Every command reads the read models (``projections.queries``) and prints rich
 tables, or JSON with ``--json`` for scripts. An unknown order or dead letter is
 one line on stderr and exit 1; an unreachable database is one line (through
-``pipeline.cli.main``), never a traceback.
+``pipeline.entry.cli.main``), never a traceback.
 """
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from rich.progress import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.cli_support import fail, with_engine
-from pipeline.publisher import check_lines, send_valid
-from pipeline.render import order_parts, plain, table
-from pipeline.settings import load_settings
+from pipeline.entry.catchup import lag_rows
+from pipeline.entry.cli_support import fail, with_engine
+from pipeline.entry.publisher import check_lines, send_valid
+from pipeline.entry.render import order_parts, plain, table
+from pipeline.runtime.settings import load_settings
 from projections import queries
-from projections.catchup import lag_rows
 from projections.rebuild import NAMES, count_events, rebuild
 
 ops_app = typer.Typer(help="What ops ask (stuck orders, backorders, late shipments, "

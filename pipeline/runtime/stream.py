@@ -1,4 +1,4 @@
-"""Runs a :class:`pipeline.transactional.Processor` as a Faust agent (shared by every agent).
+"""Runs a :class:`pipeline.runtime.processor.Processor` as a Faust agent (shared by every agent).
 
 Faust does what it is good at here: group membership, partition ownership,
 fetching, batching (``take_events``), timers. What is applied is decided by the
@@ -24,8 +24,9 @@ from typing import Any
 
 from faust.types import TP
 
-from pipeline.checkpoints import CheckpointConflict
-from pipeline.transactional import Processor, Record
+from pipeline.runtime.checkpoints import CheckpointConflict
+from pipeline.runtime.processor import Processor
+from pipeline.runtime.records import Record
 
 log = logging.getLogger(__name__)
 

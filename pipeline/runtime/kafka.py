@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from events.topics import ALL_TOPICS
-from pipeline.settings import Settings
+from pipeline.runtime.settings import Settings
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext | None:

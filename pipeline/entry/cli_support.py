@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from pipeline.db import create_engine
-from pipeline.settings import Settings, load_settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.settings import Settings, load_settings
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
