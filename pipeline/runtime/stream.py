@@ -59,11 +59,21 @@ async def process_safely(processor: Processor, records: list[Record]) -> None:
 
 
 class TailCheck:
-    """Finds partitions whose checkpoint lags the high-water mark without progress."""
+    """Finds partitions whose checkpoint lags the high-water mark without progress,
+    and applies at most ``limit`` of their records per partition and check.
 
-    def __init__(self, processor: Processor, topics: Iterable[str]) -> None:
+    The bound keeps a repair a batch like any other: it holds the processor's
+    lock for one batch's time (the stream is not starved behind it) and never
+    reads a whole backlog into memory (a 100k-order backlog read at once took
+    over a GiB). A partition that stays stuck is repaired again at the next
+    check, ``limit`` records at a time, since its own repairs do not count as
+    progress of the stream.
+    """
+
+    def __init__(self, processor: Processor, topics: Iterable[str], limit: int = 500) -> None:
         self.processor = processor
         self.topics = set(topics)
+        self.limit = limit
         self._last: dict[tuple[str, int], int] = {}
         self._batches = processor.stats.batches
 
@@ -75,7 +85,6 @@ class TailCheck:
             return 0
         done = await self.processor.checkpoints(owned)
         busy = self.processor.stats.batches != self._batches  # applied batches since
-        self._batches = self.processor.stats.batches
         caught_up = 0
         for tp in owned:
             highwater = highwater_of(consumer, tp)
@@ -83,12 +92,15 @@ class TailCheck:
             stuck = lagging and not busy and self._last.get(tp) == done[tp]
             self._last[tp] = done[tp]
             if stuck and highwater is not None:
-                records = await self.processor.reader.read(tp[0], tp[1], done[tp] + 1, highwater)
+                end = min(highwater, done[tp] + 1 + self.limit)
+                records = await self.processor.reader.read(tp[0], tp[1], done[tp] + 1, end)
                 log.warning("%s: %s[%d] stuck at %d below high-water %d; applying %d records",
                             self.processor.handler.consumer, tp[0], tp[1], done[tp],
                             highwater, len(records))
                 await process_safely(self.processor, records)
                 caught_up += len(records)
+                self._last[tp] = (await self.processor.checkpoints([tp]))[tp]
+        self._batches = self.processor.stats.batches  # the repairs are not the stream's
         return caught_up
 
 
@@ -104,7 +116,7 @@ def highwater_of(consumer: Any, tp: tuple[str, int]) -> int | None:
 def register(app: Any, topic: Any, processor: Processor, name: str, topics: Iterable[str],
              batch_size: int = 500, within_s: float = 0.02, tail_check_s: float = 2.0) -> Any:
     """Declare the agent ``name`` on ``app``: batches of ``topic`` through ``processor``."""
-    tail = TailCheck(processor, topics)
+    tail = TailCheck(processor, topics, limit=batch_size)
 
     async def agent(stream: Any) -> None:
         async for batch in stream.take_events(batch_size, within=within_s):
