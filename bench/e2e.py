@@ -3,12 +3,13 @@ on one broker and one database.
 
     .venv/bin/pip install -e '.[bench]'   # matplotlib, py-spy
     .venv/bin/python bench/e2e.py [--orders 100000] [--latency-rate 500] [--latency-s 20]
-                                  [--split]
+                                  [--split | --groups projector/allocation/orders]
 
 Starts its own embedded stack (broker + Postgres) in a temporary folder on free ports,
 migrates a fresh database, starts one worker (``dropship worker``: all agents in one
 process; with ``--split``, one for the projector and one for the allocation and
-order agents, each its own consumer group) and stops everything at the end. Steps:
+order agents; with ``--groups``, one process per '/'-separated group of agents,
+each its own consumer group) and stops everything at the end. Steps:
 1. **throughput**: the simulator's suppliers publish offers and ample stock; its
    shops then place ``--orders`` orders and pay each at once, as fast as the
    producers take them. An order is *completed* when its row in ``read.order_status``
@@ -379,19 +380,25 @@ def main() -> None:
     parser.add_argument("--split", action="store_true",
                         help="Run the projector in a worker process of its own (its own "
                              "consumer group) beside one for the allocation and order "
-                             "agents, so both cores work; RSS is then their sum.")
+                             "agents, so both cores work; RSS is then their sum. Short "
+                             "for --groups projector/allocation,orders.")
+    parser.add_argument("--groups", default=None,
+                        help="Worker processes by agent group, '/' between processes, "
+                             "e.g. projector/allocation/orders (one process per agent). "
+                             "Default: one worker running every agent.")
     args = parser.parse_args()
+    if args.split:
+        args.groups = args.groups or "projector/allocation,orders"
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop what we started
     with embedded_stack() as emb:
         settings = emb.settings
         workers: list[Proc] = []
-        groups = (("projector", "allocation,orders") if args.split else (None,))
+        groups: list[str | None] = list(args.groups.split("/")) if args.groups else [None]
         try:
-            for agents in groups:
-                app_id = settings.app_id + (f"-{agents.split(',')[0]}" if agents else "")
-                workers.append(spawn_worker(
-                    {**emb.stack.env(), "DROPSHIP_APP_ID": app_id,
-                     "DROPSHIP_LOG_LEVEL": "warning"}, emb.temp / "worker.log", agents))
+            for n, agents in enumerate(groups):  # each group is its own consumer group
+                workers.append(spawn_worker(  # (pipeline.entry.worker.group_of)
+                    {**emb.stack.env(), "DROPSHIP_LOG_LEVEL": "warning"},
+                    emb.temp / f"worker-{n}.log", agents))
             rss = Rss([w.pid for w in workers])
             rss.start()
             result = asyncio.run(measure(settings, args, rss))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import faust
@@ -40,7 +41,7 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
     one machinery; the order agent's deadlines go through that agent's
     processor; the worker's web server also answers ``/metrics`` (Prometheus).
     """
-    app = create_app(settings)
+    app = create_app(settings.model_copy(update={"app_id": group_of(settings, only)}))
     engine = create_engine(settings)
     declare_topics(app, settings)
     reader = KafkaRangeReader(settings)
@@ -71,6 +72,20 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
 
     app.on_partitions_assigned.connect(on_assigned)
     return app
+
+
+def group_of(settings: Settings, only: Iterable[str]) -> str:
+    """The Faust app id, i.e. the consumer group, of a worker running the agents ``only``.
+
+    A worker running every agent uses ``settings.app_id``; one running a subset
+    (``--agents``) uses ``<app_id>-<agents>``, so workers running different
+    agents never share a group: Faust assigns a group's partitions as if every
+    member ran the same agents, and would hand one of them partitions of a topic
+    it does not read. Workers running the same agents share their group and
+    split its partitions (scale-out).
+    """
+    names = [n for n in NAMES if n in set(only)]
+    return settings.app_id if names == list(NAMES) else "-".join([settings.app_id, *names])
 
 
 def register_clock(app: Any, engine: Any, settings: Settings) -> None:
@@ -105,7 +120,7 @@ def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
     loop.run_until_complete(ensure_topics(settings))
     app = build(settings, only)
     logging.getLogger("dropship").info(
-        "worker %s: agents=%s kafka=%s web=%s:%d", settings.app_id, ",".join(only),
+        "worker %s: agents=%s kafka=%s web=%s:%d", group_of(settings, only), ",".join(only),
         settings.kafka_bootstrap_servers, settings.web_bind, settings.web_port,
     )
     worker = Worker(app, loop=loop, loglevel=settings.log_level,

@@ -35,6 +35,22 @@ def test_worker_wiring_registers_the_agents_without_connecting() -> None:
     assert {"projector", "allocation", "orders"} <= names
 
 
+def test_workers_of_different_agents_never_share_a_consumer_group() -> None:
+    """Faust assigns a group's partitions as if every member ran the same agents: a
+    worker of a subset gets a group of its own, named by its agents in one order."""
+    from pipeline.entry.worker import build, group_of
+
+    s = Settings(_env_file=None, app_id="unit-groups", kafka_bootstrap_servers="127.0.0.1:9",
+                 database_url="postgresql+asyncpg://nobody@127.0.0.1:9/none")
+    assert group_of(s, ("projector", "allocation", "orders")) == "unit-groups"
+    assert group_of(s, ("orders", "allocation")) == "unit-groups-allocation-orders"
+    assert group_of(s, ("allocation", "orders")) == group_of(s, ("orders", "allocation"))
+    assert len({group_of(s, (a,)) for a in ("projector", "allocation", "orders")}) == 3
+    app = build(s, ("allocation",))
+    assert app.conf.id == "unit-groups-allocation"
+    assert {agent.name.rsplit(".", 1)[-1] for agent in app.agents.values()} == {"allocation"}
+
+
 def test_shutdown_does_not_wait_for_buffered_events() -> None:
     """With a backlog, Faust's default (finish every buffered event on SIGTERM) kept a
     worker from stopping for over a minute in CI; checkpoints make waiting pointless."""
