@@ -22,7 +22,7 @@ from agents.core import order_delivery as delivery
 from agents.core import order_ledger as ledger
 from agents.core import order_shipping as shipping
 from agents.core import order_supply as supply
-from agents.core.order_status import status_event
+from agents.core.order_status import shown, status_event
 from agents.core.orders import (
     Held,
     Line,
@@ -190,11 +190,10 @@ def _finish(before: Order, after: Order, out: list[Output]) -> Result:
     out = [*out, *sent]
     if not after.placed:
         return after, out
+    if before.placed and before.version == after.version \
+            and shown(before, with_note=False) == shown(after):
+        return after, out
     new = status_event(after, now)
-    if before.placed:
-        old = status_event(replace(before, note=None), now)
-        if old.model_copy(update={"previous_status": new.previous_status}) == new:
-            return after, out
     return replace(after, last_status=new.status, version=new.version), [*out, new]
 
 

@@ -9,6 +9,7 @@ is derived from the state (first rule that applies wins, see
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 
 from agents.core import money
 from agents.core.orders import ZERO, Line, Order
@@ -64,10 +65,10 @@ def _before_dispatch(order: Order, lines: list[Line]) -> OrderStatus:
     return "allocated" if allocated else "paid"
 
 
-def reason_of(order: Order) -> str | None:
-    """The reason shown with the status: the current step's, else why it is held (or
-    flagged for ops)."""
-    if order.note is not None:
+def reason_of(order: Order, *, with_note: bool = True) -> str | None:
+    """The reason shown with the status: the current step's note (unless not
+    ``with_note``), else why it is held (or flagged for ops)."""
+    if with_note and order.note is not None:
         return order.note
     status = status_of(order)
     if status == "held_for_ops":
@@ -82,28 +83,58 @@ def reason_of(order: Order) -> str | None:
 
 def ledger_of(order: Order) -> Ledger:
     """The order's money, each amount with its currency's decimals."""
+    return Ledger(currency=order.currency, **_ledger_amounts(order))
+
+
+def _ledger_amounts(order: Order) -> dict[str, Decimal]:
     paid, refunded, due = order.paid(), order.refunded, order.due()
     amounts = {"subtotal": order.subtotal, "shipping": order.shipping, "tax": order.tax,
                "discount": order.discount, "total": order.total(), "credited": order.credited(),
                "written_off": order.written_off, "due": due, "paid": paid, "refunded": refunded,
                "outstanding": max(ZERO, due - (paid - refunded))}
-    return Ledger(currency=order.currency, **{
-        k: money.major(money.minor(v, order.currency), order.currency)
-        for k, v in amounts.items()})
+    return {k: money.major(money.minor(v, order.currency), order.currency)
+            for k, v in amounts.items()}
 
 
 def line_status(order: Order, ln: Line) -> LineStatus:
-    credited = money.major(ln.credited_value(order.currency), order.currency)
-    held = {s: ln.holding(s) for s in sorted(ln.reserved)}
-    return LineStatus(
-        line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity, allocated=ln.allocated,
-        backordered=ln.waiting, shipped=ln.shipped, delivered=ln.delivered,
-        returned=ln.returned, cancelled=ln.cancelled,
-        suppliers=tuple(s for s, q in held.items() if q)[:MAX_SUPPLIERS],
-        allocations=tuple(SupplierUnits(supplier_id=s, quantity=q)
-                          for s, q in held.items() if q)[:MAX_SUPPLIERS],
-        reroutes=ln.reroutes, held_for_ops=ln.held, value=ln.goods + ln.shipping,
-        credited=credited, queued_at=ln.queued_at if ln.waiting else None)
+    fields = _line_fields(order, ln)
+    held: tuple[tuple[str, int], ...] = fields.pop("allocations")  # type: ignore[assignment]
+    return LineStatus.model_validate({**fields, "allocations": tuple(
+        SupplierUnits(supplier_id=s, quantity=q) for s, q in held)})
+
+
+def _line_fields(order: Order, ln: Line) -> dict[str, object]:
+    """What a line's status shows, as plain values (allocations as (supplier, units))."""
+    held = tuple((s, q) for s in sorted(ln.reserved) if (q := ln.holding(s)))[:MAX_SUPPLIERS]
+    return {
+        "line_id": ln.line_id, "sku": ln.sku, "quantity": ln.quantity,
+        "allocated": ln.allocated, "backordered": ln.waiting, "shipped": ln.shipped,
+        "delivered": ln.delivered, "returned": ln.returned, "cancelled": ln.cancelled,
+        "suppliers": tuple(s for s, _ in held), "allocations": held,
+        "reroutes": ln.reroutes, "held_for_ops": ln.held, "value": ln.goods + ln.shipping,
+        "credited": money.major(ln.credited_value(order.currency), order.currency),
+        "queued_at": ln.queued_at if ln.waiting else None}
+
+
+def shown(order: Order, *, with_note: bool = True) -> tuple[object, ...]:
+    """Everything :func:`status_event` shows of ``order`` but its version, previous
+    status and time, as plain values (the step's note left out unless ``with_note``):
+    orders with equal ``shown`` publish equal snapshots. The order rules compare
+    these to publish only on a change, building no snapshot for a step that
+    changes nothing shops see."""
+    live = {so.supplier_id for so in order.supplier_orders.values() if so.live}
+    return (
+        order.order_id, order.shop_id, status_of(order), reason_of(order, with_note=with_note),
+        tuple(tuple(_line_fields(order, ln).values()) for ln in order.lines.values()),
+        tuple(sorted(live))[:MAX_SUPPLIERS], _tracking(order),
+        (order.total(), order.currency) if order.currency else None,
+        order.placed_at, order.paid_at, order.customer_ref, order.ship_to,
+        tuple(_ledger_amounts(order).values()) if order.currency else None, order.late)
+
+
+def _tracking(order: Order) -> tuple[str, ...]:
+    """The latest tracking numbers, if there are ever more than fit."""
+    return tuple(s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:]
 
 
 def status_event(order: Order, now: datetime) -> OrderStatusChanged:
@@ -115,8 +146,7 @@ def status_event(order: Order, now: datetime) -> OrderStatusChanged:
         status=status_of(order), previous_status=order.last_status, reason=reason_of(order),
         lines=tuple(line_status(order, ln) for ln in order.lines.values()),
         suppliers=tuple(sorted({so.supplier_id for so in live}))[:MAX_SUPPLIERS],
-        tracking_numbers=tuple(  # the latest ones, if there are ever more than fit
-            s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:],
+        tracking_numbers=_tracking(order),
         total=Money(amount=order.total(), currency=order.currency) if order.currency else None,
         placed_at=order.placed_at, paid_at=order.paid_at, customer_ref=order.customer_ref,
         ship_to=order.ship_to, ledger=ledger_of(order) if order.currency else None,

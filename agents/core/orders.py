@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import cached_property
 from typing import Literal
 
 from agents.core import money
@@ -114,7 +115,7 @@ class Line:
         """Backordered units at the allocation agent that are not being dropped."""
         return 0 if self.released_all else max(0, self.backordered - self.dropping)
 
-    @property
+    @cached_property  # a line is immutable: computed once per line value
     def allocated(self) -> int:
         """Units reserved for the line, not counting those of failed shipments."""
         return max(0, sum(self.holding(s) for s in self.reserved) - self.failed)
@@ -124,7 +125,7 @@ class Line:
         """Units of it were shipped (even if their parcel failed since)."""
         return bool(self.shipped or self.failed)
 
-    @property
+    @cached_property
     def waiting(self) -> int:
         """Backordered units still wanted: :attr:`queued`, at most the wanted units not
         reserved."""
@@ -133,6 +134,8 @@ class Line:
     def credited_value(self, currency: str) -> int:
         """The value, in minor units, of its units taken off the order (goods and, for
         as many units as were credited it, shipping)."""
+        if not (self.credited_goods or self.credited_shipping):
+            return 0
         return (money.portion(money.minor(self.goods, currency), self.quantity,
                               self.credited_goods)
                 + money.portion(money.minor(self.shipping, currency), self.quantity,

@@ -44,7 +44,7 @@ from hypothesis.stateful import (
 
 from agents.core import allocation as alloc
 from agents.core.order_rules import decide, fire, next_deadline
-from agents.core.order_status import status_of
+from agents.core.order_status import status_event, status_of
 from agents.core.orders import Order, Output, Policy, Refused
 from events.allocation import (
     AllocateLine,
@@ -505,6 +505,14 @@ class OrderLife(RuleBasedStateMachine):
     @invariant()
     def clock_never_behind(self) -> None:  # 3
         assert self.order.clock is None or self.order.clock >= self.applied
+
+    @invariant()
+    def shops_see_the_order(self) -> None:  # a snapshot is published on every change
+        if self.snapshot is None or not self.order.placed:
+            return
+        skip = {"version", "previous_status", "changed_at", "reason"}  # a note is per step
+        now = status_event(self.order, self.snapshot.changed_at)
+        assert now.model_dump(exclude=skip) == self.snapshot.model_dump(exclude=skip)
 
     @precondition(lambda self: not self.to_alloc and not self.to_order)
     @invariant()
