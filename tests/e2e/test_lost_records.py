@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from events.codec import encode, key_of
 from events.topics import SHOP_ORDERS
 from pipeline.devstack.processes import free_port
+from pipeline.entry.worker import group_of
 from pipeline.runtime.db import create_engine
 from pipeline.runtime.kafka import client_options, create_producer, ensure_topics
 from pipeline.runtime.schema import order_state
@@ -94,7 +95,8 @@ async def test_a_jump_past_unapplied_records_is_detected_and_repaired(
     jump = {p: offsets[-1] + 1 - KEEP for p, offsets in written.items()}
     skipped = sum(len([o for o in offsets if o < jump[p]]) for p, offsets in written.items())
     app_id = f"lost-{uuid.uuid4().hex[:8]}"
-    await commit_beyond(migrated, app_id, jump)
+    group = group_of(migrated.model_copy(update={"app_id": app_id}), ("orders",))
+    await commit_beyond(migrated, group, jump)  # the group of a worker of the order agent
 
     port = free_port()
     log = tmp_path / "worker.log"
