@@ -18,6 +18,7 @@ Postgres checkpoints, never by Faust's committed offsets:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -60,22 +61,26 @@ async def process_safely(processor: Processor, records: list[Record]) -> None:
 
 class TailCheck:
     """Finds partitions whose checkpoint lags the high-water mark without progress,
-    and applies at most ``limit`` of their records per partition and check.
+    and applies their records ``limit`` at a time.
 
-    The bound keeps a repair a batch like any other: it holds the processor's
-    lock for one batch's time (the stream is not starved behind it) and never
-    reads a whole backlog into memory (a 100k-order backlog read at once took
-    over a GiB). A partition that stays stuck is repaired again at the next
-    check, ``limit`` records at a time, since its own repairs do not count as
-    progress of the stream.
+    Progress is a batch the stream committed since the last check, or one in
+    progress now (the processor's lock held): under a backlog one batch can take
+    longer than the check's interval. A stuck partition is then repaired batch
+    after batch, up to its high-water mark at the check, until the stream moves
+    again or ``budget_s`` has passed. Each repair is a batch like any other: it
+    holds the processor's lock for one batch's time, so the stream is never
+    starved behind it, and memory holds one batch, never a whole backlog (a
+    100k-order backlog read at once took over a GiB).
     """
 
-    def __init__(self, processor: Processor, topics: Iterable[str], limit: int = 500) -> None:
+    def __init__(self, processor: Processor, topics: Iterable[str], limit: int = 500,
+                 budget_s: float = 10.0) -> None:
         self.processor = processor
         self.topics = set(topics)
-        self.limit = limit
+        self.limit, self.budget_s = limit, budget_s
         self._last: dict[tuple[str, int], int] = {}
         self._batches = processor.stats.batches
+        self._own = 0  # batches committed by this check's repairs
 
     async def run(self, consumer: Any) -> int:
         """One check over ``consumer``'s assignment; returns how many records were caught up."""
@@ -84,7 +89,9 @@ class TailCheck:
         if not owned:
             return 0
         done = await self.processor.checkpoints(owned)
-        busy = self.processor.stats.batches != self._batches  # applied batches since
+        busy = self._stream_moved() or self.processor.lock.locked()
+        self._batches, self._own = self.processor.stats.batches, 0
+        deadline = asyncio.get_running_loop().time() + self.budget_s
         caught_up = 0
         for tp in owned:
             highwater = highwater_of(consumer, tp)
@@ -92,16 +99,36 @@ class TailCheck:
             stuck = lagging and not busy and self._last.get(tp) == done[tp]
             self._last[tp] = done[tp]
             if stuck and highwater is not None:
-                end = min(highwater, done[tp] + 1 + self.limit)
-                records = await self.processor.reader.read(tp[0], tp[1], done[tp] + 1, end)
-                log.warning("%s: %s[%d] stuck at %d below high-water %d; applying %d records",
-                            self.processor.handler.consumer, tp[0], tp[1], done[tp],
-                            highwater, len(records))
-                await process_safely(self.processor, records)
-                caught_up += len(records)
-                self._last[tp] = (await self.processor.checkpoints([tp]))[tp]
-        self._batches = self.processor.stats.batches  # the repairs are not the stream's
+                caught_up += await self._repair(tp, done[tp], highwater, deadline)
+        self._batches, self._own = self.processor.stats.batches, 0
         return caught_up
+
+    def _stream_moved(self) -> bool:
+        """Did the stream commit a batch since the last look (repairs left out)?"""
+        return self.processor.stats.batches - self._batches > self._own
+
+    async def _repair(self, tp: tuple[str, int], done: int, highwater: int,
+                      deadline: float) -> int:
+        """Apply ``tp`` from ``done + 1`` up to ``highwater``, one batch at a time,
+        while the stream stays stalled and the budget lasts; returns records applied."""
+        applied = 0
+        loop = asyncio.get_running_loop()
+        while done < highwater - 1 and not self._stream_moved() and loop.time() < deadline:
+            end = min(highwater, done + 1 + self.limit)
+            records = await self.processor.reader.read(tp[0], tp[1], done + 1, end)
+            log.warning("%s: %s[%d] stuck at %d below high-water %d; applying %d records",
+                        self.processor.handler.consumer, tp[0], tp[1], done, highwater,
+                        len(records))
+            before = self.processor.stats.batches
+            await process_safely(self.processor, records)
+            self._own += self.processor.stats.batches - before
+            now = (await self.processor.checkpoints([tp]))[tp]
+            applied += len(records)
+            if now <= done:  # nothing moved (a failing batch): try again next check
+                break
+            done = now
+        self._last[tp] = done
+        return applied
 
 
 def highwater_of(consumer: Any, tp: tuple[str, int]) -> int | None:

@@ -307,12 +307,12 @@ async def test_a_failed_last_batch_is_recovered_by_the_tail_check(
 async def test_the_tail_check_repairs_a_bounded_batch_at_a_time(
     agent: Harness, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A stuck partition is read back ``limit`` records per check, never its whole
-    backlog at once, and its own repairs do not count as the stream's progress."""
+    """A stuck partition is read back ``limit`` records at a time, never its whole
+    backlog at once, batch after batch in one check while the stream stays stalled."""
     from pipeline.runtime.stream import TailCheck, process_safely
 
     await agent.run(f.offer("a"), f.stock("a", 10))
-    records = await agent.publish([agent.event(f.alloc(f"b{i}", 1)) for i in range(3)])
+    records = await agent.publish([agent.event(f.alloc(f"b{i}", 1)) for i in range(5)])
 
     async def broken(*args: Any) -> Any:
         raise RuntimeError("bug in this batch")
@@ -320,14 +320,21 @@ async def test_the_tail_check_repairs_a_bounded_batch_at_a_time(
     monkeypatch.setattr(agent.processor.handler, "handle", broken)
     await process_safely(agent.processor, records)
     monkeypatch.undo()
+    reads: list[int] = []
+    real_read = agent.processor.reader.read
+
+    async def counted(topic: str, partition: int, start: int, end: int) -> list[Any]:
+        reads.append(end - start)
+        return await real_read(topic, partition, start, end)
+
+    monkeypatch.setattr(agent.processor.reader, "read", counted)
     tp = (records[0].topic, records[0].partition)
     tail = TailCheck(agent.processor, [ALLOCATION], limit=2)
     consumer = FakeConsumer({tp: records[-1].offset + 1})
     assert await tail.run(consumer) == 0  # first sighting
-    assert await tail.run(consumer) == 2  # stuck: the first two only
-    assert ("b2", "1") not in (await agent.state()).lines
-    assert await tail.run(consumer) == 1  # still stuck (its own repair is no progress)
-    assert {("b0", "1"), ("b1", "1"), ("b2", "1")} <= set((await agent.state()).lines)
+    assert await tail.run(consumer) == 5  # stuck: all of it, in one check
+    assert reads == [2, 2, 1]  # ... two records at a time
+    assert {(f"b{i}", "1") for i in range(5)} <= set((await agent.state()).lines)
     assert await tail.run(consumer) == 0  # caught up
 
 
