@@ -190,10 +190,11 @@ def _finish(before: Order, after: Order, out: list[Output]) -> Result:
     out = [*out, *sent]
     if not after.placed:
         return after, out
+    seen = shown(after)
     if before.placed and before.version == after.version \
-            and shown(before, with_note=False) == shown(after):
+            and shown(before, with_note=False) == seen:
         return after, out
-    new = status_event(after, now)
+    new = status_event(after, now, seen)
     return replace(after, last_status=new.status, version=new.version), [*out, new]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import NamedTuple
 
 from agents.core import money
 from agents.core.orders import ZERO, Line, Order
@@ -22,7 +23,7 @@ from events.fulfillment import (
     OrderStatusChanged,
     SupplierUnits,
 )
-from events.types import Money
+from events.types import Address, Money
 
 
 def status_of(order: Order) -> OrderStatus:
@@ -81,55 +82,115 @@ def reason_of(order: Order, *, with_note: bool = True) -> str | None:
     return order.flag  # ops must look at it, whatever its status
 
 
+class Amounts(NamedTuple):
+    """An order's ledger amounts, each with its currency's decimals."""
+
+    subtotal: Decimal
+    shipping: Decimal
+    tax: Decimal
+    discount: Decimal
+    total: Decimal
+    credited: Decimal
+    written_off: Decimal
+    due: Decimal
+    paid: Decimal
+    refunded: Decimal
+    outstanding: Decimal
+
+
+class LineShown(NamedTuple):
+    """What a line's status shows, as plain values (allocations as (supplier, units))."""
+
+    line_id: str
+    sku: str
+    quantity: int
+    allocated: int
+    backordered: int
+    shipped: int
+    delivered: int
+    returned: int
+    cancelled: int
+    suppliers: tuple[str, ...]
+    allocations: tuple[tuple[str, int], ...]
+    reroutes: int
+    held_for_ops: bool
+    value: Decimal
+    credited: Decimal
+    queued_at: datetime | None
+
+
+class Shown(NamedTuple):
+    """Everything the snapshot shows of an order but its version, previous status
+    and time, as plain values: orders with equal ``Shown`` publish equal snapshots."""
+
+    order_id: str
+    shop_id: str
+    status: OrderStatus
+    reason: str | None
+    lines: tuple[LineShown, ...]
+    suppliers: tuple[str, ...]
+    tracking: tuple[str, ...]
+    total: Decimal | None
+    currency: str | None
+    placed_at: datetime | None
+    paid_at: datetime | None
+    customer_ref: str | None
+    ship_to: Address | None
+    ledger: Amounts | None
+    late: bool
+
+
 def ledger_of(order: Order) -> Ledger:
     """The order's money, each amount with its currency's decimals."""
-    return Ledger(currency=order.currency, **_ledger_amounts(order))
+    return Ledger(currency=order.currency, **_amounts(order)._asdict())
 
 
-def _ledger_amounts(order: Order) -> dict[str, Decimal]:
+def _amounts(order: Order) -> Amounts:
     paid, refunded, due = order.paid(), order.refunded, order.due()
-    amounts = {"subtotal": order.subtotal, "shipping": order.shipping, "tax": order.tax,
-               "discount": order.discount, "total": order.total(), "credited": order.credited(),
-               "written_off": order.written_off, "due": due, "paid": paid, "refunded": refunded,
-               "outstanding": max(ZERO, due - (paid - refunded))}
-    return {k: money.major(money.minor(v, order.currency), order.currency)
-            for k, v in amounts.items()}
+    cur = order.currency
+
+    def rounded(v: Decimal) -> Decimal:
+        return money.major(money.minor(v, cur), cur)
+
+    return Amounts(*map(rounded, (
+        order.subtotal, order.shipping, order.tax, order.discount, order.total(),
+        order.credited(), order.written_off, due, paid, refunded,
+        max(ZERO, due - (paid - refunded)))))
 
 
-def line_status(order: Order, ln: Line) -> LineStatus:
-    fields = _line_fields(order, ln)
-    held: tuple[tuple[str, int], ...] = fields.pop("allocations")  # type: ignore[assignment]
-    return LineStatus.model_validate({**fields, "allocations": tuple(
-        SupplierUnits(supplier_id=s, quantity=q) for s, q in held)})
-
-
-def _line_fields(order: Order, ln: Line) -> dict[str, object]:
-    """What a line's status shows, as plain values (allocations as (supplier, units))."""
+def _line_shown(order: Order, ln: Line) -> LineShown:
     held = tuple((s, q) for s in sorted(ln.reserved) if (q := ln.holding(s)))[:MAX_SUPPLIERS]
-    return {
-        "line_id": ln.line_id, "sku": ln.sku, "quantity": ln.quantity,
-        "allocated": ln.allocated, "backordered": ln.waiting, "shipped": ln.shipped,
-        "delivered": ln.delivered, "returned": ln.returned, "cancelled": ln.cancelled,
-        "suppliers": tuple(s for s, _ in held), "allocations": held,
-        "reroutes": ln.reroutes, "held_for_ops": ln.held, "value": ln.goods + ln.shipping,
-        "credited": money.major(ln.credited_value(order.currency), order.currency),
-        "queued_at": ln.queued_at if ln.waiting else None}
+    return LineShown(
+        line_id=ln.line_id, sku=ln.sku, quantity=ln.quantity,
+        allocated=ln.allocated, backordered=ln.waiting, shipped=ln.shipped,
+        delivered=ln.delivered, returned=ln.returned, cancelled=ln.cancelled,
+        suppliers=tuple(s for s, _ in held), allocations=held,
+        reroutes=ln.reroutes, held_for_ops=ln.held, value=ln.goods + ln.shipping,
+        credited=money.major(ln.credited_value(order.currency), order.currency),
+        queued_at=ln.queued_at if ln.waiting else None)
 
 
-def shown(order: Order, *, with_note: bool = True) -> tuple[object, ...]:
-    """Everything :func:`status_event` shows of ``order`` but its version, previous
-    status and time, as plain values (the step's note left out unless ``with_note``):
-    orders with equal ``shown`` publish equal snapshots. The order rules compare
-    these to publish only on a change, building no snapshot for a step that
-    changes nothing shops see."""
+def line_status(shown_line: LineShown) -> LineStatus:
+    """The published form of one line's :class:`LineShown`."""
+    return LineStatus.model_validate({**shown_line._asdict(), "allocations": tuple(
+        SupplierUnits(supplier_id=s, quantity=q) for s, q in shown_line.allocations)})
+
+
+def shown(order: Order, *, with_note: bool = True) -> Shown:
+    """Everything :func:`status_event` shows of ``order`` (the step's note left out
+    unless ``with_note``). The order rules compare these to publish only on a
+    change, and build the snapshot from the same value, so a publishing step
+    computes what shops see once."""
     live = {so.supplier_id for so in order.supplier_orders.values() if so.live}
-    return (
-        order.order_id, order.shop_id, status_of(order), reason_of(order, with_note=with_note),
-        tuple(tuple(_line_fields(order, ln).values()) for ln in order.lines.values()),
-        tuple(sorted(live))[:MAX_SUPPLIERS], _tracking(order),
-        (order.total(), order.currency) if order.currency else None,
-        order.placed_at, order.paid_at, order.customer_ref, order.ship_to,
-        tuple(_ledger_amounts(order).values()) if order.currency else None, order.late)
+    return Shown(
+        order_id=order.order_id, shop_id=order.shop_id, status=status_of(order),
+        reason=reason_of(order, with_note=with_note),
+        lines=tuple(_line_shown(order, ln) for ln in order.lines.values()),
+        suppliers=tuple(sorted(live))[:MAX_SUPPLIERS], tracking=_tracking(order),
+        total=order.total() if order.currency else None, currency=order.currency or None,
+        placed_at=order.placed_at, paid_at=order.paid_at, customer_ref=order.customer_ref,
+        ship_to=order.ship_to, ledger=_amounts(order) if order.currency else None,
+        late=order.late)
 
 
 def _tracking(order: Order) -> tuple[str, ...]:
@@ -137,18 +198,21 @@ def _tracking(order: Order) -> tuple[str, ...]:
     return tuple(s.tracking_number for s in order.shipments.values())[-MAX_TRACKING_NUMBERS:]
 
 
-def status_event(order: Order, now: datetime) -> OrderStatusChanged:
+def status_event(order: Order, now: datetime, seen: Shown | None = None) -> OrderStatusChanged:
     """The snapshot shops receive: status, reason, every line, suppliers, tracking
-    numbers, the ship-to address, the ledger and whether a shipment is late."""
-    live = [so for so in order.supplier_orders.values() if so.live]
+    numbers, the ship-to address, the ledger and whether a shipment is late.
+    ``seen`` is ``shown(order)`` when the caller has it already."""
+    v = seen if seen is not None else shown(order)
     return OrderStatusChanged(
-        order_id=order.order_id, shop_id=order.shop_id, version=order.version + 1,
-        status=status_of(order), previous_status=order.last_status, reason=reason_of(order),
-        lines=tuple(line_status(order, ln) for ln in order.lines.values()),
-        suppliers=tuple(sorted({so.supplier_id for so in live}))[:MAX_SUPPLIERS],
-        tracking_numbers=_tracking(order),
-        total=Money(amount=order.total(), currency=order.currency) if order.currency else None,
-        placed_at=order.placed_at, paid_at=order.paid_at, customer_ref=order.customer_ref,
-        ship_to=order.ship_to, ledger=ledger_of(order) if order.currency else None,
-        late=order.late, changed_at=now,
+        order_id=v.order_id, shop_id=v.shop_id, version=order.version + 1,
+        status=v.status, previous_status=order.last_status, reason=v.reason,
+        lines=tuple(map(line_status, v.lines)), suppliers=v.suppliers,
+        tracking_numbers=v.tracking,
+        total=Money(amount=v.total, currency=v.currency)
+        if v.total is not None and v.currency else None,
+        placed_at=v.placed_at, paid_at=v.paid_at, customer_ref=v.customer_ref,
+        ship_to=v.ship_to,
+        ledger=Ledger(currency=v.currency, **v.ledger._asdict())
+        if v.ledger is not None and v.currency else None,
+        late=v.late, changed_at=now,
     )

@@ -120,7 +120,7 @@ def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
     loop.run_until_complete(ensure_topics(settings))
     app = build(settings, only)
     logging.getLogger("dropship").info(
-        "worker %s: agents=%s kafka=%s web=%s:%d", group_of(settings, only), ",".join(only),
+        "worker %s: agents=%s kafka=%s web=%s:%d", app.conf.id, ",".join(only),
         settings.kafka_bootstrap_servers, settings.web_bind, settings.web_port,
     )
     worker = Worker(app, loop=loop, loglevel=settings.log_level,
