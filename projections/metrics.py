@@ -7,8 +7,14 @@ Registered by the worker wiring for the agents it runs. A scrape reads:
   high-water marks for the partitions it owns, else from ``event_log``;
 - per agent: events processed, duplicates dropped, dead letters, gaps repaired,
   checkpoint conflicts and database retries since the worker started;
-- from the read models: failovers (supplier orders taken away from a supplier),
-  re-routes (order lines sent to another supplier) and dead letters stored.
+- from the read models (workers running the projector only, so a series has one
+  source): failovers, re-routes, dead letters stored by rule, stuck orders by
+  problem, the oldest backorder's age, late shipments and SLA misses;
+- per agent: its outbox rows not yet published and the age of the oldest.
+
+Every series carries ``worker`` (host:web port) and ``group`` (consumer group)
+labels, so workers scraped together stay apart. ``deploy/prometheus/rules.yml``
+alerts on these; a test checks every name it uses is exported here.
 
 A scrape that cannot reach Postgres answers 503 with one line, never a traceback.
 """
@@ -29,6 +35,7 @@ from events.fulfillment import FAILOVER_CAUSES
 from pipeline.runtime.lag import Lag, lag_report, logged_ends
 from pipeline.runtime.processor import Processor, Stats
 from pipeline.runtime.stream import highwater_of
+from projections.projector import CONSUMER as PROJECTOR
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +52,26 @@ STAT_HELP = {
 READ_MODEL_FIGURES = text("""
 SELECT (SELECT count(*) FROM read.supplier_orders WHERE cancel_cause IN :causes),
        (SELECT coalesce(sum(reroutes), 0) FROM read.order_lines),
-       (SELECT count(*) FROM read.dead_letters)""").bindparams(
+       (SELECT coalesce(json_object_agg(rule, n), '{}') FROM (
+            SELECT rule, count(*) AS n FROM read.dead_letters GROUP BY rule) d),
+       (SELECT coalesce(json_object_agg(problem, n), '{}') FROM (
+            SELECT problem, count(*) AS n FROM read.stuck_orders GROUP BY problem) s),
+       (SELECT coalesce(extract(epoch FROM max(waiting)), 0) FROM read.backorders),
+       (SELECT count(*) FROM read.late_shipments),
+       (SELECT coalesce(json_object_agg(cause, n), '{}') FROM (
+            SELECT cancel_cause AS cause, count(*) AS n FROM read.supplier_orders
+             WHERE cancel_cause IN ('acknowledge_sla_missed', 'dispatch_sla_missed')
+             GROUP BY cancel_cause) m)""").bindparams(
     bindparam("causes", value=list(FAILOVER_CAUSES), expanding=True))
+
+OUTBOX_FIGURES = text("""
+SELECT producer, count(*), coalesce(extract(epoch FROM now() - min(created_at)), 0)
+  FROM outbox WHERE published_at IS NULL AND producer IN :producers GROUP BY producer
+""").bindparams(bindparam("producers", expanding=True))
+
+#: the problems of read.stuck_orders, each exported even at zero (an alert's series exists)
+STUCK_PROBLEMS = ("held_for_ops", "payment_held", "acknowledge_overdue", "dispatch_overdue")
+SLA_CAUSES = ("acknowledge_sla_missed", "dispatch_sla_missed")
 
 
 class _Snapshot(Collector):
@@ -100,36 +125,86 @@ def _owned_ends(consumer: Any, topics: set[str]) -> dict[tuple[str, int], int]:
     return ends
 
 
-async def exposition(engine: AsyncEngine, consumer: Any, agents: Agents) -> bytes:
+async def _read_model_families(engine: AsyncEngine) -> list[Any]:
+    async with engine.connect() as conn:
+        (failovers, reroutes, letters, stuck, oldest_backorder, late,
+         sla) = (await conn.execute(READ_MODEL_FIGURES)).one()
+    by_rule = GaugeMetricFamily("dropship_dead_letters_stored",
+                                "Rows in read.dead_letters, by rule", labels=["rule"])
+    for rule, n in sorted(letters.items()):
+        by_rule.add_metric([rule], n)
+    stuck_family = GaugeMetricFamily("dropship_stuck_orders",
+                                     "Orders in read.stuck_orders, by problem", labels=["problem"])
+    for problem in STUCK_PROBLEMS:
+        stuck_family.add_metric([problem], stuck.get(problem, 0))
+    misses = CounterMetricFamily("dropship_sla_misses",
+                                 "Supplier orders failed over for a missed SLA, by cause",
+                                 labels=["cause"])
+    for cause in SLA_CAUSES:
+        misses.add_metric([cause], sla.get(cause, 0))
+    return [
+        CounterMetricFamily("dropship_failovers", "Supplier orders failed over away",
+                            value=failovers),
+        CounterMetricFamily("dropship_reroutes", "Order lines re-routed", value=reroutes),
+        by_rule, stuck_family, misses,
+        GaugeMetricFamily("dropship_oldest_backorder_seconds",
+                          "Age of the longest-waiting backordered line (pipeline clock)",
+                          value=float(oldest_backorder)),
+        GaugeMetricFamily("dropship_late_shipments",
+                          "Shipments past their deliver-by date, not delivered", value=late),
+    ]
+
+
+async def _outbox_families(engine: AsyncEngine, producers: Sequence[str]) -> list[Any]:
+    async with engine.connect() as conn:
+        rows = {p: (n, age) for p, n, age in
+                await conn.execute(OUTBOX_FIGURES, {"producers": list(producers)})}
+    unsent = GaugeMetricFamily("dropship_outbox_unsent", "Outbox rows not yet published",
+                               labels=["producer"])
+    age = GaugeMetricFamily("dropship_outbox_oldest_unsent_seconds",
+                            "Age of the oldest outbox row not yet published",
+                            labels=["producer"])
+    for producer in sorted(producers):
+        n, oldest = rows.get(producer, (0, 0.0))
+        unsent.add_metric([producer], n)
+        age.add_metric([producer], float(oldest))
+    return [unsent, age]
+
+
+def _labelled(families: list[Any], labels: Mapping[str, str]) -> list[Any]:
+    """Every sample of ``families`` with ``labels`` added (which worker says so)."""
+    for family in families:
+        family.samples = [s._replace(labels={**s.labels, **labels}) for s in family.samples]
+    return families
+
+
+async def exposition(engine: AsyncEngine, consumer: Any, agents: Agents,
+                     labels: Mapping[str, str] | None = None) -> bytes:
     """The metrics text for one scrape (raises if Postgres is unreachable)."""
     topics = {p.handler.consumer: tuple(ts) for ts, p in agents.values()}
     every = {t for ts in topics.values() for t in ts}
     logged = await logged_ends(engine, every)
     ends = _owned_ends(consumer, every)
     rows = await lag_report(engine, topics, ends, logged)
-    async with engine.connect() as conn:
-        failovers, reroutes, letters = (await conn.execute(READ_MODEL_FIGURES)).one()
-    figures = [
-        CounterMetricFamily("dropship_failovers", "Supplier orders failed over away",
-                            value=failovers),
-        CounterMetricFamily("dropship_reroutes", "Order lines re-routed", value=reroutes),
-        GaugeMetricFamily("dropship_dead_letters_stored", "Rows in read.dead_letters",
-                          value=letters),
-    ]
-    registry = CollectorRegistry()
-    registry.register(_Snapshot([
+    families = [
         *_lag_families(rows),
         *_stat_families({p.handler.consumer: p.stats for _, p in agents.values()}),
-        *figures]))
+        *await _outbox_families(engine, sorted(topics)),
+    ]
+    if PROJECTOR in topics:
+        families += await _read_model_families(engine)
+    registry = CollectorRegistry()
+    registry.register(_Snapshot(_labelled(families, labels or {})))
     return generate_latest(registry)
 
 
-def register_metrics(app: Any, engine: AsyncEngine, agents: Agents) -> None:
-    """Add ``GET /metrics`` to the worker's web server."""
+def register_metrics(app: Any, engine: AsyncEngine, agents: Agents,
+                     labels: Mapping[str, str] | None = None) -> None:
+    """Add ``GET /metrics`` to the worker's web server; ``labels`` go on every series."""
 
     async def metrics(web: Any, request: Any) -> Any:
         try:
-            body = await exposition(engine, getattr(app, "consumer", None), agents)
+            body = await exposition(engine, getattr(app, "consumer", None), agents, labels)
         except Exception as exc:
             log.warning("/metrics: %s", exc)
             return web.text(f"metrics unavailable: {type(exc).__name__}\n", status=503)

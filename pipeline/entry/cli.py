@@ -117,11 +117,18 @@ def _print_stack(stack: object) -> None:
 # --- db ----------------------------------------------------------------------
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+def db_upgrade(
+    revision: Annotated[str, typer.Argument()] = "head",
+    wait_s: Annotated[float, typer.Option(
+        min=0, help="Wait up to this long for Postgres to accept connections "
+                    "(retrying every second) before migrating.")] = 0.0,
+) -> None:
     """Apply the schema migrations up to REVISION (default: head)."""
-    from pipeline.runtime.migrate import upgrade_sync
+    from pipeline.runtime.migrate import upgrade_sync, wait_for_database
 
     s = _settings()
+    if wait_s > 0:
+        wait_for_database(s, wait_s)
     upgrade_sync(s, revision)
     out.print(f"database migrated to {revision}")
 
@@ -147,6 +154,30 @@ def worker(
     s = _settings(web_bind=web_bind, web_port=web_port)
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker reads argv; keep ours out of it
     worker_module.run(s, only)
+
+
+@app.command("health")
+def health(
+    web_port: Annotated[int | None, typer.Option(help="[env DROPSHIP_WEB_PORT]")] = None,
+) -> None:
+    """Ask the worker on this machine whether it is ready (assigned and caught up):
+    exit 0 if so, else 1 with the reason. Compose's worker healthcheck runs it."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    s = _settings(web_port=web_port)
+    url = f"http://127.0.0.1:{s.web_port}/health"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        body = json.loads(exc.read() or b"{}")
+        fail(f"not ready: {body.get('reason') or exc.code}")
+    except (OSError, ValueError) as exc:
+        fail(f"no worker answers {url}: {exc}")
+    out.print(f"ready: {body.get('partitions')} partitions, "
+              f"at most {body.get('max_lag')} records behind", highlight=False)
 
 
 @app.command("topics")

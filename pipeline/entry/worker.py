@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,10 +22,11 @@ from pipeline.runtime import stream as runner
 from pipeline.runtime.app import create_app, declare_topics, raw_topic
 from pipeline.runtime.db import create_engine
 from pipeline.runtime.gaps import KafkaRangeReader
+from pipeline.runtime.health import Membership, register_health
 from pipeline.runtime.kafka import ensure_topics
 from pipeline.runtime.outbox import OutboxRelay
 from pipeline.runtime.processor import Processor
-from pipeline.runtime.settings import Settings
+from pipeline.runtime.settings import Settings, SettingsError
 from pipeline.runtime.shutdown import StopDeadline
 from projections import clock as pipeline_clock
 from projections.metrics import register_metrics
@@ -39,7 +41,8 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
     The composition root: every agent is a consumer of the registry
     (:mod:`pipeline.entry.registry`) run by its own :class:`Processor` on the
     one machinery; the order agent's deadlines go through that agent's
-    processor; the worker's web server also answers ``/metrics`` (Prometheus).
+    processor; the worker's web server also answers ``/metrics`` (Prometheus) and
+    ``/health`` (ready: assigned and caught up, :mod:`pipeline.runtime.health`).
     """
     app = create_app(settings.model_copy(update={"app_id": group_of(settings, only)}))
     engine = create_engine(settings)
@@ -60,7 +63,11 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
         orders.register_deadlines(app, deadlines, processors[orders.CONSUMER][1],
                                   settings.deadline_check_s)
     register_clock(app, engine, settings)
-    register_metrics(app, engine, processors)
+    register_metrics(app, engine, processors, {
+        "group": app.conf.id, "worker": f"{socket.gethostname()}:{settings.web_port}"})
+    membership = Membership()
+    register_health(app, engine, {p.handler.consumer: ts for ts, p in processors.values()},
+                    membership, settings.ready_max_lag)
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **kw: Any) -> None:
         """Faust's ``on_partitions_assigned`` (the set of topic-partitions): log them,
@@ -68,6 +75,7 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
         tps = [(tp.topic, tp.partition) for tp in (args[0] if args else ())]
         for _, processor in processors.values():
             processor.assigned(tps)
+        membership.assigned = True
         log_assignment(tps)
 
     app.on_partitions_assigned.connect(on_assigned)
@@ -112,9 +120,16 @@ def log_assignment(tps: list[tuple[str, int]]) -> None:
 def run(settings: Settings, only: tuple[str, ...] = AGENTS) -> None:
     """Create topics, then run the worker until SIGTERM/SIGINT (blocks).
 
-    Steps: 1. one event loop for everything; 2. ensure topics (fails fast if
-    Kafka is unreachable); 3. start the Faust worker on that loop.
+    Steps: 1. make the data folder (one line naming DROPSHIP_DATA_DIR if the
+    worker's user cannot); 2. one event loop for everything; 3. ensure topics
+    (fails fast if Kafka is unreachable); 4. start the Faust worker on that loop.
     """
+    data = settings.worker_data_dir
+    try:
+        data.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"DROPSHIP_DATA_DIR: cannot make {data}: {exc.strerror}; "
+                            "set it to a folder the worker's user can write") from None
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

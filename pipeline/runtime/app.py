@@ -109,6 +109,7 @@ def create_app(settings: Settings) -> DropshipApp:
     """
     return DropshipApp(
         settings.app_id,
+        datadir=str(settings.worker_data_dir / "{conf.name}-data"),
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         broker=settings.kafka_broker_url,
         broker_credentials=broker_credentials(settings),

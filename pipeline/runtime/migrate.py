@@ -9,8 +9,10 @@ Concurrent upgrades are serialized by an advisory lock.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 
@@ -30,6 +32,33 @@ def alembic_config(settings: Settings) -> Config:
 def upgrade_sync(settings: Settings, revision: str = "head") -> None:
     """Migrate to ``revision``. Must not be called from a running event loop."""
     command.upgrade(alembic_config(settings), revision)
+
+
+#: errors meaning "not accepting connections yet" (refused, starting up, shutting
+#: down, too many clients); anything else (a wrong password) fails at once
+NOT_YET = (OSError, asyncio.TimeoutError, asyncpg.CannotConnectNowError,
+           asyncpg.TooManyConnectionsError, asyncpg.ConnectionDoesNotExistError)
+
+
+def wait_for_database(settings: Settings, wait_s: float, interval_s: float = 1.0) -> None:
+    """Return once the owner's URL accepts a connection; retry ``NOT_YET`` errors for up
+    to ``wait_s`` seconds, then raise the last one (called by ``db upgrade --wait-s``,
+    e.g. by compose's migrate service while Postgres still runs its init scripts)."""
+    url = settings.admin_database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    deadline = time.monotonic() + wait_s
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(url, timeout=min(5.0, max(wait_s, 0.5)))
+        await conn.close()
+
+    while True:
+        try:
+            asyncio.run(probe())
+            return
+        except NOT_YET:
+            if time.monotonic() + interval_s > deadline:
+                raise
+            time.sleep(interval_s)
 
 
 def downgrade_sync(settings: Settings, revision: str) -> None:

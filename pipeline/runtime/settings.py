@@ -150,6 +150,15 @@ class Settings(BaseSettings):
     web_bind: str = Field("127.0.0.1", description="Address the worker's web server binds.")
     web_port: int = Field(6066, ge=0, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    data_dir: Path | None = Field(
+        None, description="Folder the worker keeps Faust's data folder in (one "
+                          "<group>-data inside it per consumer group); made if missing. "
+                          "Unset: <DROPSHIP_STATE_DIR>/worker-data. Must be writable by "
+                          "the worker's user (the image sets /var/lib/dropship).")
+    ready_max_lag: int = Field(
+        1000, ge=0, description="A worker answers /health as ready once it holds its "
+                                "partitions and every one is at most this many records "
+                                "behind.")
     clock_file: Path | None = Field(
         None, description="Read the current time from this file (RFC 3339): tests and "
                           "demos move time for deadlines with it. Unset: the system clock.")
@@ -189,6 +198,13 @@ class Settings(BaseSettings):
                 "DROPSHIP_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    @property
+    def worker_data_dir(self) -> Path:
+        """Where the worker keeps Faust's data folders: ``data_dir``, else a folder of
+        the state dir (never the working directory, which an image may not let
+        its user write)."""
+        return self.data_dir if self.data_dir is not None else self.state_dir / "worker-data"
 
     @property
     def admin_database_url(self) -> str:

@@ -80,7 +80,8 @@ def scrape(port: int) -> str:
 
 
 def metric(text: str, name: str, consumer: str) -> float:
-    found = re.search(rf'^{name}{{consumer="{consumer}"}} (\S+)$', text, re.MULTILINE)
+    found = re.search(rf'^{name}{{consumer="{consumer}",group="[^"]+",worker="[^"]+"}} (\S+)$',
+                      text, re.MULTILINE)
     assert found, f"{name} not in /metrics"
     return float(found.group(1))
 
