@@ -28,8 +28,11 @@ app = typer.Typer(help="dropship: order fulfillment pipeline for dropshipping.",
 dev_app = typer.Typer(help="The embedded development stack (Tansu broker + PostgreSQL).",
                       no_args_is_help=True)
 db_app = typer.Typer(help="Database schema migrations.", no_args_is_help=True)
+retention_app = typer.Typer(help="Bounded tables: prune what is past its window.",
+                            no_args_is_help=True)
 app.add_typer(dev_app, name="dev")
 app.add_typer(db_app, name="db")
+app.add_typer(retention_app, name="retention")
 app.add_typer(order_app, name="order")
 ops_levers.register(ops_app)
 app.add_typer(ops_app, name="ops")
@@ -154,6 +157,28 @@ def worker(
     s = _settings(web_bind=web_bind, web_port=web_port)
     sys.argv = [sys.argv[0], "worker"]  # Faust's Worker reads argv; keep ours out of it
     worker_module.run(s, only)
+
+
+@retention_app.command("run")
+def retention_run(
+    every_s: Annotated[float, typer.Option(
+        min=0, help="Run again every this many seconds until stopped (0: once).")] = 0.0,
+) -> None:
+    """Delete applied-event ids, published outbox rows and (if a window is set)
+    event_log rows past their DROPSHIP_RETENTION_* windows, as the schema owner."""
+    import time
+
+    from pipeline.entry.cli_support import with_engine
+    from pipeline.runtime.retention import describe, prune
+
+    s = _settings()
+    while True:
+        t0 = time.monotonic()
+        deleted = with_engine(lambda engine: prune(engine, s), s, admin=True)
+        out.print(describe(deleted, time.monotonic() - t0), highlight=False)
+        if every_s <= 0:
+            return
+        time.sleep(every_s)
 
 
 @app.command("health")

@@ -59,6 +59,9 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True), nullable=True),
     Index("outbox_unpublished_idx", "producer", "id",
           postgresql_where=text("published_at IS NULL")),
+    #: retention deletes sent rows by age (pipeline.runtime.retention)
+    Index("outbox_published_at_idx", "published_at",
+          postgresql_where=text("published_at IS NOT NULL")),
 )
 
 #: Every input record the pipeline has seen, kept verbatim (Kafka retention is
@@ -79,6 +82,7 @@ event_log = Table(
     PrimaryKeyConstraint("topic", "partition", "offset", name="event_log_pkey"),
     Index("event_log_event_id_idx", "event_id"),
     Index("event_log_subject_idx", "subject"),
+    Index("event_log_recorded_at_idx", "recorded_at"),  # retention, by age
 )
 
 #: Event ids each consumer has applied, per CloudEvents (source, id): a
@@ -96,6 +100,7 @@ processed_events = Table(
     #: a checker can replay an agent's pure core in exactly this order (tests/chaos).
     Column("seq", BigInteger, Identity(), nullable=False),
     PrimaryKeyConstraint("consumer", "source", "event_id", name="processed_events_pkey"),
+    Index("processed_events_processed_at_idx", "processed_at"),  # retention, by age
 )
 
 #: The allocation agent's state of record, the aggregate the pure core works on:

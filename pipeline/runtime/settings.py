@@ -168,6 +168,22 @@ class Settings(BaseSettings):
         30.0, gt=0, le=3600, description="Longest a worker takes to stop (SIGTERM, Ctrl-C); "
         "past it, it logs what was still running and exits.")
 
+    # --- Retention (dropship retention run) ------------------------------------
+    retention_processed_events_hours: float = Field(
+        336.0, gt=0, description="Keep the ids of applied events this long (14 days). "
+        "Must exceed the broker's retention (Kafka's default: 7 days) so a redelivered "
+        "record is still recognised; a shop re-sending an event id later than this "
+        "would be applied again.")
+    retention_outbox_hours: float = Field(
+        24.0, gt=0, description="Keep outbox rows this long after they were published "
+        "(unpublished rows are never pruned).")
+    retention_event_log_hours: float = Field(
+        0.0, ge=0, description="Keep event_log rows this long; 0 keeps them for ever. "
+        "A rebuild replays only what is kept, so rows of orders older than this "
+        "drop out of rebuilt read models (docs/reliability.md, \"Retention\").")
+    retention_batch_size: int = Field(
+        5000, ge=1, le=1_000_000, description="Rows deleted per retention transaction.")
+
     # --- Embedded development stack ------------------------------------------
     state_dir: Path = DEFAULT_STATE_DIR
     dev_kafka_port: int = Field(19092, ge=0, le=65535)

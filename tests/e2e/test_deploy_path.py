@@ -44,7 +44,7 @@ from tests.helpers import REPO, clean_env
 
 pytestmark = pytest.mark.e2e
 
-RUN = ("migrate", "topics", "worker", "simulator")  # the dropship services, in order
+RUN = ("migrate", "topics", "worker", "simulator", "retention")  # the dropship services
 PROVIDED = {"kafka", "postgres", "kafka-certs"}  # stand-ins: the embedded broker, Postgres
 REPLICAS = {"worker": 2}
 NETWORK_VARS = {  # what the container network and the secrets give, replaced here
@@ -223,7 +223,7 @@ def test_compose_services_run_as_the_image_runs_them(
         tmp_path: Path) -> None:
     services = compose["services"]
     order = compose_order(services)
-    assert order == ["migrate", "topics", "worker", "simulator"], order
+    assert order == ["migrate", "topics", "worker", "simulator", "retention"], order
     db = f"deploy_{uuid.uuid4().hex[:8]}"
     _create_database(stack, db)
     kafka = {"DROPSHIP_KAFKA_BOOTSTRAP_SERVERS": broker,
@@ -303,6 +303,17 @@ def test_compose_services_run_as_the_image_runs_them(
         named = _names_in(rules) | _names_in(dashboard)
         assert len(named) >= 8, named
         assert named <= exported, sorted(named - exported)
+        # 7. retention, as the owner, beside the running workers: its first pass
+        box = sandbox("retention")
+        log = tmp_path / "retention.log"
+        pruner = box.start(services["retention"]["command"],
+                           service_env(services["retention"], {**kafka, **_database(stack, db)}),
+                           log)
+        try:
+            _until(lambda: "retention: pruned processed_events 0, outbox 0 rows"
+                   in log.read_text(), 60, "a retention pass")
+        finally:
+            _stop([pruner])
     finally:
         codes = _stop([w[0] for w in workers])
         for box in sandboxes:

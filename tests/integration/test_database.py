@@ -54,7 +54,7 @@ async def test_migration_is_at_head_and_matches_the_code(engine: AsyncEngine) ->
     async with engine.connect() as conn:
         version = await conn.scalar(text("SELECT version_num FROM alembic_version"))
         differences = await conn.run_sync(diff)
-    assert version == "0009"  # the newest migration
+    assert version == "0010"  # the newest migration
     assert differences == []
 
 
