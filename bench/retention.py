@@ -42,17 +42,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import asyncpg
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import embedded_stack
+from bench._stack import embedded_stack, new_database
 from events.allocation import SupplierStockChanged
 from events.envelope import CloudEvent
 from pipeline.runtime.db import create_engine
-from pipeline.runtime.migrate import upgrade_sync
 from pipeline.runtime.outbox import OutboxRelay
 from pipeline.runtime.processor import Processor
 from pipeline.runtime.records import Incoming, Record, derive
@@ -136,23 +133,6 @@ async def _mark(engine: AsyncEngine, done: int, t0: float, marks: list[dict[str,
             "sizes": await sizes(engine, TABLES)}
 
 
-def _database(base: Settings) -> Settings:
-    url = make_url(base.database_url)
-    name = f"ret_{uuid.uuid4().hex[:8]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
-                                     database=url.database)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    settings = base.model_copy(update={
-        "database_url": url.set(database=name).render_as_string(hide_password=False)})
-    upgrade_sync(settings)
-    return settings
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -165,10 +145,10 @@ def main() -> None:
     args = parser.parse_args()
     with embedded_stack("dropship-bench-retention-") as emb:
         base = emb.settings
-        off = asyncio.run(run(_database(base), args.baseline, args.batch, None,
+        off = asyncio.run(run(new_database(base, "ret"), args.baseline, args.batch, None,
                               args.prune_every, "off", args.stretch))
         hours = args.window_s / 3600
-        on_settings = _database(base)
+        on_settings = new_database(base, "ret")
         retention = on_settings.model_copy(update={
             "retention_processed_events_hours": hours, "retention_outbox_hours": hours,
             "retention_event_log_hours": hours})

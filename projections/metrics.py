@@ -2,9 +2,11 @@
 
 Registered by the worker wiring for the agents it runs. A scrape reads:
 
-- per (consumer, topic, partition): the checkpoint, the last offset written and
-  the lag (:mod:`pipeline.runtime.lag`); the end comes from the worker's own fetch
-  high-water marks for the partitions it owns, else from ``event_log``;
+- per (consumer, topic, partition), for every partition of the agents' topics:
+  the checkpoint, the last offset written and the lag (:mod:`pipeline.runtime.lag`);
+  the end comes from the worker's own fetch high-water marks for the partitions
+  it owns, and from the broker for the others (:class:`BrokerEnds`, asked at most
+  every ``ttl_s``), else from ``event_log``;
 - per agent: events processed, duplicates dropped, dead letters, gaps repaired,
   checkpoint conflicts and database retries since the worker started;
 - from the read models (workers running the projector only, so a series has one
@@ -22,6 +24,7 @@ A scrape that cannot reach Postgres answers 503 with one line, never a traceback
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +35,9 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events.fulfillment import FAILOVER_CAUSES
-from pipeline.runtime.lag import Lag, lag_report, logged_ends
+from pipeline.runtime.lag import Lag, broker_ends, lag_report, logged_ends
 from pipeline.runtime.processor import Processor, Stats
+from pipeline.runtime.settings import Settings
 from pipeline.runtime.stream import highwater_of
 from projections.projector import CONSUMER as PROJECTOR
 
@@ -178,13 +182,32 @@ def _labelled(families: list[Any], labels: Mapping[str, str]) -> list[Any]:
     return families
 
 
+class BrokerEnds:
+    """The last offset of every partition of some topics, from the broker (a fetch
+    high-water mark per partition, :func:`pipeline.runtime.lag.broker_ends`), kept
+    for ``ttl_s`` so scrapes do not each open a client; {} while the broker cannot
+    be asked (the lag rows then fall back to ``event_log``)."""
+
+    def __init__(self, settings: Settings, ttl_s: float = 15.0) -> None:
+        self.settings, self.ttl_s = settings, ttl_s
+        self._at, self._ends = -1e9, dict[tuple[str, int], int]()
+
+    async def get(self, topics: set[str]) -> dict[tuple[str, int], int]:
+        if time.monotonic() - self._at > self.ttl_s:
+            self._ends = await broker_ends(self.settings, sorted(topics), timeout_s=3.0)
+            self._at = time.monotonic()
+        return self._ends
+
+
 async def exposition(engine: AsyncEngine, consumer: Any, agents: Agents,
-                     labels: Mapping[str, str] | None = None) -> bytes:
+                     labels: Mapping[str, str] | None = None,
+                     broker: BrokerEnds | None = None) -> bytes:
     """The metrics text for one scrape (raises if Postgres is unreachable)."""
     topics = {p.handler.consumer: tuple(ts) for ts, p in agents.values()}
     every = {t for ts in topics.values() for t in ts}
     logged = await logged_ends(engine, every)
-    ends = _owned_ends(consumer, every)
+    others = await broker.get(every) if broker is not None else {}
+    ends = {**others, **_owned_ends(consumer, every)}  # our own fetches are the freshest
     rows = await lag_report(engine, topics, ends, logged)
     families = [
         *_lag_families(rows),
@@ -199,12 +222,17 @@ async def exposition(engine: AsyncEngine, consumer: Any, agents: Agents,
 
 
 def register_metrics(app: Any, engine: AsyncEngine, agents: Agents,
-                     labels: Mapping[str, str] | None = None) -> None:
-    """Add ``GET /metrics`` to the worker's web server; ``labels`` go on every series."""
+                     labels: Mapping[str, str] | None = None,
+                     settings: Settings | None = None) -> None:
+    """Add ``GET /metrics`` to the worker's web server; ``labels`` go on every series;
+    with ``settings``, the lag of partitions this worker does not own comes from
+    the broker."""
+    broker = BrokerEnds(settings) if settings is not None else None
 
     async def metrics(web: Any, request: Any) -> Any:
         try:
-            body = await exposition(engine, getattr(app, "consumer", None), agents, labels)
+            body = await exposition(engine, getattr(app, "consumer", None), agents, labels,
+                                    broker)
         except Exception as exc:
             log.warning("/metrics: %s", exc)
             return web.text(f"metrics unavailable: {type(exc).__name__}\n", status=503)

@@ -64,7 +64,8 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
                                   settings.deadline_check_s)
     register_clock(app, engine, settings)
     register_metrics(app, engine, processors, {
-        "group": app.conf.id, "worker": f"{socket.gethostname()}:{settings.web_port}"})
+        "group": app.conf.id, "worker": f"{socket.gethostname()}:{settings.web_port}"},
+        settings)
     membership = Membership()
     register_health(app, engine, {p.handler.consumer: ts for ts, p in processors.values()},
                     membership, settings.ready_max_lag)

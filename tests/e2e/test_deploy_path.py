@@ -39,6 +39,7 @@ from pipeline.devstack import Stack
 from pipeline.devstack.broker import start_broker
 from pipeline.devstack.postgres import APP_ROLE, SUPERUSER
 from pipeline.devstack.processes import free_port
+from pipeline.entry.registry import CONSUMERS
 from tests.e2e.image import Image, Sandbox, read_dockerfile
 from tests.helpers import REPO, clean_env
 
@@ -178,6 +179,14 @@ def _exported(port: int) -> set[str]:
     return names
 
 
+def _series(port: int, name: str) -> list[dict[str, str]]:
+    """The label sets of every sample of ``name`` on a worker's /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        text = resp.read().decode()
+    return [dict(re.findall(r'(\w+)="([^"]*)"', line.split("{", 1)[1].rsplit("}", 1)[0]))
+            for line in text.splitlines() if line.startswith(name + "{")]
+
+
 def _names_in(text: str) -> set[str]:
     return set(re.findall(r"\bdropship_[a-z_]+", text))
 
@@ -295,6 +304,18 @@ def test_compose_services_run_as_the_image_runs_them(
         for *_, web, _log in workers:
             with urllib.request.urlopen(f"http://127.0.0.1:{web}/health", timeout=10) as r:
                 assert json.loads(r.read())["partitions"] > 0
+        #    every worker reports the lag of every partition, from the broker, not
+        #    only of those it owns
+        partitions = int(services["worker"]["environment"]["DROPSHIP_KAFKA_TOPIC_PARTITIONS"])
+        for *_, web, _log in workers:
+            ends = _series(web, "dropship_partition_last_offset")
+            by_source = {(lb["consumer"], lb["topic"], lb["partition"]): lb["source"]
+                         for lb in ends}
+            for consumer, entry in CONSUMERS.items():
+                mine = {(t, int(p)) for c, t, p in by_source if c == consumer}
+                assert mine == {(t, p) for t in entry.topics for p in range(partitions)}, \
+                    consumer
+            assert set(by_source.values()) == {"broker"}, by_source
         exported = set().union(*(_exported(web) for _, _, _, web, _ in workers))
         rules = (REPO / "deploy/prometheus/rules.yml").read_text()
         assert yaml.safe_load(rules)["groups"][0]["rules"]

@@ -168,3 +168,58 @@ def test_a_planted_fallback_folder_is_refused() -> None:
     finally:
         fallback.unlink(missing_ok=True)
         shutil.rmtree(private, ignore_errors=True)
+
+
+def test_the_readme_manual_sequence_runs(state_dir: Path) -> None:
+    """README's manual sequence, line by line, from a project folder of its own:
+    ``&`` starts a line in the background, ``kill %1`` stops it with SIGTERM,
+    ``dropship health`` is retried until the worker is ready, every other line
+    must exit 0. Ports are free ones (settings), the rest as written."""
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers import REPO
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"<!-- manual-sequence -->\n```sh\n(.*?)```", readme, re.S)
+    assert block is not None
+    lines = [ln.split("#")[0].strip() for ln in block.group(1).splitlines()]
+    env = clean_env(DROPSHIP_DEV_KAFKA_PORT=str(free_port()),
+                    DROPSHIP_DEV_PG_PORT=str(free_port()), DROPSHIP_WEB_PORT=str(free_port()))
+    cli = [sys.executable, "-m", "pipeline.entry.cli"]
+    background: list[subprocess.Popen[bytes]] = []
+    ran: list[str] = []
+    try:
+        for line in filter(None, lines):
+            words = line.rstrip("&").split()
+            if line == "kill %1":
+                background[0].send_signal(signal.SIGTERM)
+                assert background[0].wait(timeout=60) == 0
+            elif line.endswith("&"):
+                background.append(subprocess.Popen([*cli, *words[1:]], env=env, cwd=state_dir,
+                                                   stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.STDOUT))
+            else:
+                deadline = time.monotonic() + (120 if words[1] == "health" else 0)
+                while True:
+                    done = subprocess.run([*cli, *words[1:]], env=env, cwd=state_dir,
+                                          capture_output=True, text=True, timeout=300,
+                                          check=False)
+                    if done.returncode == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(1)
+                assert done.returncode == 0, (line, done.stdout, done.stderr)
+                if words[1] == "simulate":
+                    assert "placed 20 orders" in done.stdout
+            ran.append(words[1] if words[0] == "dropship" else words[0])
+    finally:
+        for proc in background:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+        run_cli("dev", "down", env=env, cwd=state_dir)
+    assert ran == ["dev", "db", "topics", "worker", "health", "simulate", "ops", "kill", "dev"]
+    assert not (state_dir / ".dropship" / "stack.json").exists()
