@@ -75,6 +75,17 @@ async def applied(engine: AsyncEngine) -> dict[TP, int]:
         return {(t, p): o for t, p, o in rows}
 
 
+def assigned_at(log: Path) -> float | None:
+    """Wall-clock time of the last ``partitions assigned:`` line of a worker's log."""
+    import datetime as dt
+
+    stamps = re.findall(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\][^\n]*partitions assigned:",
+                        log.read_text(errors="replace"))
+    if not stamps:
+        return None
+    return dt.datetime.strptime(stamps[-1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def owned(log: Path) -> set[TP]:
     """The partitions of the last ``partitions assigned:`` line of a worker's log."""
     lines = [ln for ln in log.read_text(errors="replace").splitlines()
@@ -87,15 +98,15 @@ def owned(log: Path) -> set[TP]:
     return found
 
 
-async def trial(base: Settings, session_s: float, rate: float, work: Path, n: int) -> float:
-    settings = new_database(base, "recovery")
+async def trial(settings: Settings, session_s: float, rate: float, work: Path, n: int
+                ) -> tuple[float, float | None]:
     engine = create_engine(settings)
     env = {"DROPSHIP_KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
            "DROPSHIP_DATABASE_URL": settings.database_url,
            "DROPSHIP_APP_ID": f"recovery-{n}-{time.time_ns() % 10**6}",
            "DROPSHIP_STATE_DIR": str(work),
            "DROPSHIP_KAFKA_SESSION_TIMEOUT_S": str(session_s),
-           "DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S": str(min(1.0, session_s / 3))}
+           "DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S": str(min(1.0, session_s / 4))}
     logs = [work / f"trial{n}-w{i}.log" for i in range(2)]
     workers: list[Proc] = []
     stop = asyncio.Event()
@@ -109,7 +120,7 @@ async def trial(base: Settings, session_s: float, rate: float, work: Path, n: in
         await asyncio.sleep(3)  # steady state
         victim = {tp for tp in owned(logs[0]) if tp[1] < 3}  # the stories use 3 partitions
         before = await applied(engine)
-        t0 = time.monotonic()
+        t0, wall0 = time.monotonic(), time.time()
         os.kill(workers[0].pid, signal.SIGKILL)
         waiting = {tp for tp in victim if tp in before}
         took = 0.0
@@ -121,7 +132,8 @@ async def trial(base: Settings, session_s: float, rate: float, work: Path, n: in
                 took = time.monotonic() - t0
                 waiting -= moved
             await asyncio.sleep(0.05)
-        return took
+        at = assigned_at(logs[1])
+        return took, (at - wall0 if at is not None and at > wall0 else None)
     finally:
         stop.set()
         await flow
@@ -138,19 +150,28 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=300.0)
     args = parser.parse_args()
     results: dict[float, list[float]] = {}
+    assigned: dict[float, list[float]] = {}
     with embedded_stack("dropship-bench-recovery-") as emb:
         n = 0
         for _ in range(args.trials):
             for session_s in (float(s) for s in args.session.split(",")):
                 n += 1
-                took = asyncio.run(trial(emb.settings, session_s, args.rate, emb.temp, n))
+                settings = new_database(emb.settings, "recovery")
+                took, rejoined = asyncio.run(
+                    trial(settings, session_s, args.rate, emb.temp, n))
                 results.setdefault(session_s, []).append(took)
+                if rejoined is not None:
+                    assigned.setdefault(session_s, []).append(rejoined)
                 print(f"session timeout {session_s:g} s: served again {took:.2f} s after "
-                      "SIGKILL", flush=True)
-    print("\nsession timeout  recovery after SIGKILL (s): median, each trial")
+                      f"SIGKILL (survivor's new assignment logged at "
+                      f"{rejoined if rejoined is not None else float('nan'):.2f} s)", flush=True)
+    print("\nsession timeout  recovery after SIGKILL (s): median, each trial;"
+          " survivor's new assignment (median)")
     for session_s, times in results.items():
+        rejoin = assigned.get(session_s)
         print(f"{session_s:>13g} s  {statistics.median(times):6.2f}   "
-              + ", ".join(f"{t:.2f}" for t in times))
+              + ", ".join(f"{t:.2f}" for t in times)
+              + (f";  {statistics.median(rejoin):.2f}" if rejoin else ""))
 
 
 if __name__ == "__main__":

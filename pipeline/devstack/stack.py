@@ -78,10 +78,17 @@ class Stack:
 
     def env(self) -> dict[str, str]:
         """The settings variables that point a dropship process (a worker, the ops
-        commands) at this stack, as the application role."""
+        commands) at this stack, as the application role. The group session timeout
+        is 2 s here (heartbeats every 0.5 s): a worker killed with SIGKILL has its
+        partitions served again by the others within about 4 s (bench/recovery.py,
+        docs/reliability.md) instead of about 10 s with the default 6 s, which real
+        Kafka needs (its brokers refuse sessions under group.min.session.timeout.ms,
+        6 s by default)."""
         return {
             "DROPSHIP_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
             "DROPSHIP_KAFKA_ENABLE_IDEMPOTENCE": "false",
+            "DROPSHIP_KAFKA_SESSION_TIMEOUT_S": "2",
+            "DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S": "0.5",
             "DROPSHIP_DATABASE_URL": self.app_database_url,
             "DROPSHIP_STATE_DIR": str(self.state_dir),
         }
