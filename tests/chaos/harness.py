@@ -144,13 +144,15 @@ class ChaosRun:
 
 
 def worker_env(stack: Stack, app_id: str, clock_file: Path) -> dict[str, str]:
-    return clean_env(**stack.env(), DROPSHIP_APP_ID=app_id,
-                     DROPSHIP_CLOCK_FILE=str(clock_file),
-                     DROPSHIP_PAYMENT_WINDOW_MINUTES=f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
-                     DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES=f"{HOLD_TIMEOUT.total_seconds() / 60:g}",
-                     DROPSHIP_DEADLINE_CHECK_S="0.25",
-                     DROPSHIP_KAFKA_SESSION_TIMEOUT_S=f"{SESSION_TIMEOUT_S:g}",
-                     DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S="1")
+    """The stack's settings with the soak's own (its pauses are timed against a 6 s
+    session, not the embedded stack's 2 s)."""
+    return clean_env(**{
+        **stack.env(), "DROPSHIP_APP_ID": app_id, "DROPSHIP_CLOCK_FILE": str(clock_file),
+        "DROPSHIP_PAYMENT_WINDOW_MINUTES": f"{PAYMENT_WINDOW.total_seconds() / 60:g}",
+        "DROPSHIP_HELD_EVENT_TIMEOUT_MINUTES": f"{HOLD_TIMEOUT.total_seconds() / 60:g}",
+        "DROPSHIP_DEADLINE_CHECK_S": "0.25",
+        "DROPSHIP_KAFKA_SESSION_TIMEOUT_S": f"{SESSION_TIMEOUT_S:g}",
+        "DROPSHIP_KAFKA_HEARTBEAT_INTERVAL_S": "1"})
 
 
 class Controller:
