@@ -202,23 +202,40 @@ class BrokerEnds:
 async def exposition(engine: AsyncEngine, consumer: Any, agents: Agents,
                      labels: Mapping[str, str] | None = None,
                      broker: BrokerEnds | None = None) -> bytes:
-    """The metrics text for one scrape (raises if Postgres is unreachable)."""
-    topics = {p.handler.consumer: tuple(ts) for ts, p in agents.values()}
-    every = {t for ts in topics.values() for t in ts}
+    """The metrics text for one scrape (raises if a database is unreachable).
+    ``engine`` is the read models' database; each agent's own figures (checkpoints,
+    outbox) come from its processor's database."""
+    every = {t for ts, _ in agents.values() for t in ts}
     logged = await logged_ends(engine, every)
     others = await broker.get(every) if broker is not None else {}
     ends = {**others, **_owned_ends(consumer, every)}  # our own fetches are the freshest
-    rows = await lag_report(engine, topics, ends, logged)
+    rows: list[Lag] = []
+    outbox: list[Any] = []
+    for topics, processor in agents.values():
+        name = processor.handler.consumer
+        rows += await lag_report(processor.engine, {name: tuple(topics)}, ends, logged)
+        outbox.append(await _outbox_families(processor.engine, [name]))
     families = [
         *_lag_families(rows),
         *_stat_families({p.handler.consumer: p.stats for _, p in agents.values()}),
-        *await _outbox_families(engine, sorted(topics)),
+        *_merged(outbox),
     ]
-    if PROJECTOR in topics:
+    if PROJECTOR in {p.handler.consumer for _, p in agents.values()}:
         families += await _read_model_families(engine)
     registry = CollectorRegistry()
     registry.register(_Snapshot(_labelled(families, labels or {})))
     return generate_latest(registry)
+
+
+def _merged(per_agent: list[list[Any]]) -> list[Any]:
+    """The same families of several agents, as one family each."""
+    if not per_agent:
+        return []
+    merged = per_agent[0]
+    for families in per_agent[1:]:
+        for into, family in zip(merged, families, strict=True):
+            into.samples += family.samples
+    return merged
 
 
 def register_metrics(app: Any, engine: AsyncEngine, agents: Agents,

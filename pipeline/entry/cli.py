@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -126,14 +127,21 @@ def db_upgrade(
         min=0, help="Wait up to this long for Postgres to accept connections "
                     "(retrying every second) before migrating.")] = 0.0,
 ) -> None:
-    """Apply the schema migrations up to REVISION (default: head)."""
+    """Apply the schema migrations up to REVISION (default: head), to every database
+    of the settings (DROPSHIP_DATABASE_URL and each agent's own, if set)."""
     from pipeline.runtime.migrate import upgrade_sync, wait_for_database
+    from pipeline.runtime.settings import database_name
 
-    s = _settings()
-    if wait_s > 0:
-        wait_for_database(s, wait_s)
-    upgrade_sync(s, revision)
-    out.print(f"database migrated to {revision}")
+    every = _settings().databases()
+    for s in every:
+        if wait_s > 0:
+            wait_for_database(s, wait_s)
+        upgrade_sync(s, revision)
+    if len(every) == 1:
+        out.print(f"database migrated to {revision}")
+    else:
+        out.print(f"databases {', '.join(database_name(s.database_url) for s in every)} "
+                  f"migrated to {revision}", highlight=False)
 
 
 # --- worker, topics, settings --------------------------------------------------
@@ -165,20 +173,28 @@ def retention_run(
         min=0, help="Run again every this many seconds until stopped (0: once).")] = 0.0,
 ) -> None:
     """Delete applied-event ids, published outbox rows and (if a window is set)
-    event_log rows past their DROPSHIP_RETENTION_* windows, as the schema owner."""
+    event_log rows past their DROPSHIP_RETENTION_* windows, as the schema owner, in
+    every database of the settings (one line each)."""
     import time
 
     from pipeline.entry.cli_support import with_engine
-    from pipeline.runtime.retention import describe, prune
+    from pipeline.runtime.retention import describe
 
-    s = _settings()
+    every = _settings().databases()  # each agent's own database too, if it has one
     while True:
-        t0 = time.monotonic()
-        deleted = with_engine(lambda engine: prune(engine, s), s, admin=True)
-        out.print(describe(deleted, time.monotonic() - t0), highlight=False)
+        for s in every:
+            t0 = time.monotonic()
+            deleted = with_engine(partial(_prune_with, s), s, admin=True, agent=None)
+            out.print(describe(deleted, time.monotonic() - t0), highlight=False)
         if every_s <= 0:
             return
         time.sleep(every_s)
+
+
+async def _prune_with(settings: Settings, engine: Any) -> dict[str, int] | None:
+    from pipeline.runtime.retention import prune
+
+    return await prune(engine, settings)
 
 
 @app.command("health")

@@ -30,11 +30,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def with_engine(work: Callable[[AsyncEngine], Awaitable[T]],
-                settings: Settings | None = None, admin: bool = False) -> T:
-    """Run ``work`` with an engine as the application role, or as the schema owner
-    with ``admin`` (DDL: ``projections rebuild``)."""
+                settings: Settings | None = None, admin: bool = False,
+                agent: str | None = "projector") -> T:
+    """Run ``work`` with an engine on ``agent``'s database (default: the projector's,
+    where the read models are; None: ``settings.database_url`` as given), as the
+    application role, or as the schema owner with ``admin`` (DDL: ``projections
+    rebuild``)."""
     async def run() -> T:
-        engine = create_engine(settings or load_settings(), admin=admin)
+        chosen = settings or load_settings()
+        engine = create_engine(chosen.of_agent(agent) if agent else chosen, admin=admin)
         try:
             return await work(engine)
         finally:

@@ -32,7 +32,8 @@ from pipeline.entry.catchup import lag_rows
 from pipeline.entry.cli_support import fail, with_engine
 from pipeline.entry.publisher import check_lines, send_valid
 from pipeline.entry.render import order_parts, plain, table
-from pipeline.runtime.settings import load_settings
+from pipeline.runtime.db import create_engine
+from pipeline.runtime.settings import Settings, load_settings
 from projections import queries
 from projections.rebuild import NAMES, count_events, rebuild
 
@@ -159,7 +160,8 @@ def _replay(letter_id: str, file: Path | None) -> None:
             problem = outcomes[0].error if outcomes else "the message is empty"
             fail(f"the message is still invalid: {problem}; fix it and pass it with --file")
         event = outcomes[0].event
-        if await queries.already_applied(engine, letter["consumer"], event.source, event.id):
+        if await _already_applied(settings, engine, letter["consumer"], event.source,
+                                  event.id):
             fail(f"{letter['consumer']} has already seen event {event.source}/{event.id}; "
                  "give the fixed message a new id")
         await send_valid(settings, topic, outcomes)
@@ -168,6 +170,19 @@ def _replay(letter_id: str, file: Path | None) -> None:
 
     event_id, topic = with_engine(work, settings)
     out.print(f"replayed {letter_id} as event {event_id} to {topic}")
+
+
+async def _already_applied(settings: Settings, engine: AsyncEngine, consumer: str,
+                           source: str, event_id: str) -> bool:
+    """:func:`queries.already_applied` in the consumer's own database, if it has one."""
+    own = settings.of_agent(consumer)
+    if own is settings:
+        return await queries.already_applied(engine, consumer, source, event_id)
+    theirs = create_engine(own)
+    try:
+        return await queries.already_applied(theirs, consumer, source, event_id)
+    finally:
+        await theirs.dispose()
 
 
 @ops_app.command("lag")

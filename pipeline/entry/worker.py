@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import faust
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agents import orders
 from pipeline.entry.registry import CONSUMERS, NAMES
@@ -45,13 +46,22 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
     ``/health`` (ready: assigned and caught up, :mod:`pipeline.runtime.health`).
     """
     app = create_app(settings.model_copy(update={"app_id": group_of(settings, only)}))
-    engine = create_engine(settings)
+    engines: dict[str, AsyncEngine] = {}
+
+    def engine_of(agent: str) -> AsyncEngine:
+        """The agent's database (``DROPSHIP_DATABASE_URL_<AGENT>``, else the common one),
+        one engine per distinct database."""
+        own = settings.of_agent(agent)
+        if own.database_url not in engines:
+            engines[own.database_url] = create_engine(own)
+        return engines[own.database_url]
+
     declare_topics(app, settings)
     reader = KafkaRangeReader(settings)
     processors = {
         name: (CONSUMERS[name].topics,
-               Processor(engine, CONSUMERS[name].handler(settings), reader,
-                         OutboxRelay(engine, name, settings)))
+               Processor(engine_of(name), CONSUMERS[name].handler(settings), reader,
+                         OutboxRelay(engine_of(name), name, settings)))
         for name in only}
     for name, (topics, processor) in processors.items():
         runner.register(app, raw_topic(app, *topics), processor, name, topics,
@@ -62,12 +72,12 @@ def build(settings: Settings, only: tuple[str, ...] = AGENTS) -> faust.App:
                                           lambda: clock.now(settings))
         orders.register_deadlines(app, deadlines, processors[orders.CONSUMER][1],
                                   settings.deadline_check_s)
-    register_clock(app, engine, settings)
-    register_metrics(app, engine, processors, {
+    register_clock(app, engine_of("projector"), settings)  # read by the read models' views
+    register_metrics(app, engine_of("projector"), processors, {
         "group": app.conf.id, "worker": f"{socket.gethostname()}:{settings.web_port}"},
         settings)
     membership = Membership()
-    register_health(app, engine, {p.handler.consumer: ts for ts, p in processors.values()},
+    register_health(app, {p.handler.consumer: (ts, p.engine) for ts, p in processors.values()},
                     membership, settings.ready_max_lag)
 
     async def on_assigned(sender: Any, /, *args: Any, signal: Any = None, **kw: Any) -> None:

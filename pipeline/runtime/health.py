@@ -30,8 +30,8 @@ from pipeline.runtime.stream import highwater_of
 
 log = logging.getLogger(__name__)
 
-#: consumer name -> the topics it reads
-Consumers = Mapping[str, Sequence[str]]
+#: consumer name -> the topics it reads and the database of its checkpoints
+Consumers = Mapping[str, tuple[Sequence[str], AsyncEngine]]
 
 
 @dataclass
@@ -54,16 +54,16 @@ class Readiness:
                            "max_lag": self.max_lag, "reason": self.reason})
 
 
-async def readiness(engine: AsyncEngine, app: Any, consumers: Consumers,
-                    membership: Membership, max_lag: int) -> Readiness:
-    """This worker's readiness (raises if Postgres cannot be reached)."""
+async def readiness(app: Any, consumers: Consumers, membership: Membership,
+                    max_lag: int) -> Readiness:
+    """This worker's readiness (raises if a database cannot be reached)."""
     if not membership.assigned or getattr(app, "rebalancing", False):
         return Readiness(False, 0, None, "joining its consumer group")
     consumer = getattr(app, "consumer", None)
     owned = [(tp.topic, tp.partition) for tp in (consumer.assignment() if consumer else ())]
-    stored = await stored_checkpoints(engine, consumers)
     worst = 0
-    for name, topics in consumers.items():
+    for name, (topics, engine) in consumers.items():
+        stored = await stored_checkpoints(engine, [name])
         for tp in (tp for tp in owned if tp[0] in topics):
             mark = highwater_of(consumer, tp)
             if mark is None:
@@ -74,13 +74,13 @@ async def readiness(engine: AsyncEngine, app: Any, consumers: Consumers,
     return Readiness(True, len(owned), worst, None)
 
 
-def register_health(app: Any, engine: AsyncEngine, consumers: Consumers,
-                    membership: Membership, max_lag: int) -> None:
+def register_health(app: Any, consumers: Consumers, membership: Membership,
+                    max_lag: int) -> None:
     """Add ``GET /health`` to the worker's web server."""
 
     async def health(web: Any, request: Any) -> Any:
         try:
-            state = await readiness(engine, app, consumers, membership, max_lag)
+            state = await readiness(app, consumers, membership, max_lag)
         except Exception as exc:
             log.warning("/health: %s", exc)
             return web.text(json.dumps({"ready": False, "reason": type(exc).__name__}) + "\n",

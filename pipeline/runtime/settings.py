@@ -37,6 +37,10 @@ DEV_ENV_FILE = "dev.env"
 ASYNCPG_PREFIX = "postgresql+asyncpg://"
 
 
+#: the agents that may each have a database of their own (``database_url_<agent>``)
+AGENT_DATABASES = ("allocation", "orders", "projector")
+
+
 class SettingsError(Exception):
     """A setting is invalid; ``str(err)`` is one line naming the variable."""
 
@@ -100,6 +104,28 @@ class Settings(BaseSettings):
                           "same database.",
     )
     database_pool_size: int = Field(5, ge=1, le=100)
+    #: One database per agent (docs/scaling.md): each agent's transactions touch only
+    #: its own state, ids, outbox and checkpoints, so its tables can live elsewhere.
+    database_url_allocation: str | None = Field(
+        None, pattern=r"^postgresql\+asyncpg://", repr=False,
+        description="The allocation agent's database (as the application role). "
+                    "Unset: DROPSHIP_DATABASE_URL.")
+    database_url_orders: str | None = Field(
+        None, pattern=r"^postgresql\+asyncpg://", repr=False,
+        description="The order agent's database. Unset: DROPSHIP_DATABASE_URL.")
+    database_url_projector: str | None = Field(
+        None, pattern=r"^postgresql\+asyncpg://", repr=False,
+        description="The projector's database: read models and event_log, which ops "
+                    "commands read. Unset: DROPSHIP_DATABASE_URL.")
+    database_admin_url_allocation: SecretStr | None = Field(
+        None, description="The owner's URL of the allocation agent's database (db "
+                          "upgrade). Unset: DROPSHIP_DATABASE_URL_ALLOCATION.")
+    database_admin_url_orders: SecretStr | None = Field(
+        None, description="The owner's URL of the order agent's database. Unset: "
+                          "DROPSHIP_DATABASE_URL_ORDERS.")
+    database_admin_url_projector: SecretStr | None = Field(
+        None, description="The owner's URL of the projector's database. Unset: "
+                          "DROPSHIP_DATABASE_URL_PROJECTOR.")
 
     # --- Business defaults (SLAs, windows) ----------------------------------
     sla_acknowledge_hours: float = Field(24.0, gt=0)
@@ -189,7 +215,8 @@ class Settings(BaseSettings):
     dev_kafka_port: int = Field(19092, ge=0, le=65535)
     dev_pg_port: int = Field(15432, ge=0, le=65535)
 
-    @field_validator("database_admin_url", mode="before")
+    @field_validator("database_admin_url", "database_admin_url_allocation",
+                     "database_admin_url_orders", "database_admin_url_projector", mode="before")
     @classmethod
     def _check_admin_url(cls, value: object) -> object:
         raw = value.get_secret_value() if isinstance(value, SecretStr) else value
@@ -214,6 +241,24 @@ class Settings(BaseSettings):
                 "DROPSHIP_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    def of_agent(self, agent: str) -> Settings:
+        """These settings with ``agent``'s own database (``database_url_<agent>``, its
+        owner's URL as the admin URL) if it has one, else unchanged."""
+        url = getattr(self, f"database_url_{agent}", None)
+        if url is None:
+            return self
+        admin = getattr(self, f"database_admin_url_{agent}", None)
+        return self.model_copy(update={"database_url": url, "database_admin_url": admin})
+
+    def databases(self) -> list[Settings]:
+        """One settings per distinct database (``database_url`` first, then each
+        agent's own): what ``db upgrade`` migrates."""
+        seen: dict[str, Settings] = {}
+        for agent in ("", *AGENT_DATABASES):
+            s = self.of_agent(agent) if agent else self
+            seen.setdefault(s.admin_database_url, s)
+        return list(seen.values())
 
     @property
     def worker_data_dir(self) -> Path:
