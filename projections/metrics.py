@@ -159,16 +159,19 @@ async def _read_model_families(engine: AsyncEngine) -> list[Any]:
     ]
 
 
-async def _outbox_families(engine: AsyncEngine, producers: Sequence[str]) -> list[Any]:
-    async with engine.connect() as conn:
-        rows = {p: (n, age) for p, n, age in
-                await conn.execute(OUTBOX_FIGURES, {"producers": list(producers)})}
+async def _outbox_families(producers_of: Mapping[AsyncEngine, Sequence[str]]) -> list[Any]:
+    """Unsent outbox rows per producer, each read in its own database."""
+    rows: dict[str, tuple[int, float]] = {}
+    for engine, producers in producers_of.items():
+        async with engine.connect() as conn:
+            rows |= {p: (n, age) for p, n, age in
+                     await conn.execute(OUTBOX_FIGURES, {"producers": list(producers)})}
     unsent = GaugeMetricFamily("dropship_outbox_unsent", "Outbox rows not yet published",
                                labels=["producer"])
     age = GaugeMetricFamily("dropship_outbox_oldest_unsent_seconds",
                             "Age of the oldest outbox row not yet published",
                             labels=["producer"])
-    for producer in sorted(producers):
+    for producer in sorted(p for ps in producers_of.values() for p in ps):
         n, oldest = rows.get(producer, (0, 0.0))
         unsent.add_metric([producer], n)
         age.add_metric([producer], float(oldest))
@@ -209,33 +212,22 @@ async def exposition(engine: AsyncEngine, consumer: Any, agents: Agents,
     logged = await logged_ends(engine, every)
     others = await broker.get(every) if broker is not None else {}
     ends = {**others, **_owned_ends(consumer, every)}  # our own fetches are the freshest
-    rows: list[Lag] = []
-    outbox: list[Any] = []
+    by_engine: dict[AsyncEngine, dict[str, tuple[str, ...]]] = {}
     for topics, processor in agents.values():
-        name = processor.handler.consumer
-        rows += await lag_report(processor.engine, {name: tuple(topics)}, ends, logged)
-        outbox.append(await _outbox_families(processor.engine, [name]))
+        by_engine.setdefault(processor.engine, {})[processor.handler.consumer] = tuple(topics)
+    rows: list[Lag] = []
+    for own, consumers in by_engine.items():  # checkpoints where each agent keeps them
+        rows += await lag_report(own, consumers, ends, logged)
     families = [
         *_lag_families(rows),
         *_stat_families({p.handler.consumer: p.stats for _, p in agents.values()}),
-        *_merged(outbox),
+        *await _outbox_families({e: sorted(cs) for e, cs in by_engine.items()}),
     ]
     if PROJECTOR in {p.handler.consumer for _, p in agents.values()}:
         families += await _read_model_families(engine)
     registry = CollectorRegistry()
     registry.register(_Snapshot(_labelled(families, labels or {})))
     return generate_latest(registry)
-
-
-def _merged(per_agent: list[list[Any]]) -> list[Any]:
-    """The same families of several agents, as one family each."""
-    if not per_agent:
-        return []
-    merged = per_agent[0]
-    for families in per_agent[1:]:
-        for into, family in zip(merged, families, strict=True):
-            into.samples += family.samples
-    return merged
 
 
 def register_metrics(app: Any, engine: AsyncEngine, agents: Agents,

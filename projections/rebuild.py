@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Table, func, select, text
@@ -42,6 +43,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events.codec import DecodeError, decode
+from pipeline.runtime.db import one_at_a_time
 from pipeline.runtime.records import Record
 from pipeline.runtime.schema import checkpoints, event_log
 from projections.projector import REBUILD_LOCK, TOPICS, complete_dead_letters, project
@@ -125,21 +127,30 @@ async def _replay(conn: AsyncConnection, tables: ReadTables, names: Sequence[str
     return rows[-1].offset, len(rows)
 
 
-async def _round(engine: AsyncEngine, tables: ReadTables, names: Sequence[str],
-                 marks: Watermarks, chunk: int, advance: Callable[[int], None]) -> int:
-    """Replay every partition up to its end as of now, a chunk per transaction."""
-    async with engine.connect() as conn:
-        parts = await _partitions(conn)
+async def _catch_up(begin: Callable[[], AbstractAsyncContextManager[AsyncConnection]],
+                    parts: Sequence[TP], tables: ReadTables, names: Sequence[str],
+                    marks: Watermarks, chunk: int, advance: Callable[[int], None]) -> int:
+    """Replay each of ``parts`` past its watermark up to its end as of now, a chunk
+    per ``begin()`` block (its own transaction in the rounds, the one final
+    transaction in step 3); returns how many records were read."""
     total = 0
     for tp in parts:
         while True:
-            async with engine.begin() as conn:
+            async with begin() as conn:
                 marks[tp], n = await _replay(conn, tables, names, tp, marks.get(tp, -1), chunk)
             total += n
             advance(n)
             if n < chunk:
                 break
     return total
+
+
+async def _round(engine: AsyncEngine, tables: ReadTables, names: Sequence[str],
+                 marks: Watermarks, chunk: int, advance: Callable[[int], None]) -> int:
+    """Replay every partition up to its end as of now, a chunk per transaction."""
+    async with engine.connect() as conn:
+        parts = await _partitions(conn)
+    return await _catch_up(engine.begin, parts, tables, names, marks, chunk, advance)
 
 
 async def _lock_all(conn: AsyncConnection, relations: Sequence[str],
@@ -200,16 +211,11 @@ async def rebuild(engine: AsyncEngine, names: Sequence[str] = NAMES,
     unknown = set(names) - set(NAMES)
     if unknown:
         raise ValueError(f"unknown read model(s): {', '.join(sorted(unknown))}")
-    async with engine.connect() as guard:
-        if not await guard.scalar(text("SELECT pg_try_advisory_lock(:k)"),
-                                  {"k": ONE_REBUILD_LOCK}):
+    async with one_at_a_time(engine, ONE_REBUILD_LOCK) as ours:
+        if not ours:
             raise RebuildRunning("another `dropship projections rebuild` is running; "
                                  "wait for it to finish")
-        try:
-            return await _rebuild(engine, names, advance, chunk)
-        finally:
-            await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": ONE_REBUILD_LOCK})
-            await guard.commit()
+        return await _rebuild(engine, names, advance, chunk)
 
 
 async def _rebuild(engine: AsyncEngine, names: Sequence[str], advance: Callable[[int], None],
@@ -242,14 +248,8 @@ async def _final(conn: AsyncConnection, staging: ReadTables, names: Sequence[str
     is a copy: a retried attempt starts from the watermarks of before it."""
     await conn.execute(text(f"SET LOCAL lock_timeout = '{SWAP_LOCK_TIMEOUT}'"))
     await conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": REBUILD_LOCK})
-    total = 0
-    for tp in await _partitions(conn):
-        while True:
-            marks[tp], n = await _replay(conn, staging, names, tp, marks.get(tp, -1), chunk)
-            total += n
-            advance(n)
-            if n < chunk:
-                break
+    total = await _catch_up(lambda: nullcontext(conn), await _partitions(conn), staging,
+                            names, marks, chunk, advance)
     if "dead_letters" in names:
         await complete_dead_letters(conn, staging)
     await _swap(conn, names)

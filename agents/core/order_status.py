@@ -140,11 +140,6 @@ class Shown(NamedTuple):
     late: bool
 
 
-def ledger_of(order: Order) -> Ledger:
-    """The order's money, each amount with its currency's decimals."""
-    return Ledger(currency=order.currency, **_amounts(order)._asdict())
-
-
 def _amounts(order: Order) -> Amounts:
     paid, refunded, due = order.paid(), order.refunded, order.due()
     cur = order.currency

@@ -6,6 +6,10 @@ connecting engine. Callers own the engine and ``await engine.dispose()`` it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pipeline.runtime.settings import Settings
@@ -20,3 +24,19 @@ def create_engine(settings: Settings, admin: bool = False) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
     )
+
+
+@asynccontextmanager
+async def one_at_a_time(engine: AsyncEngine, key: int) -> AsyncIterator[bool]:
+    """Hold the session advisory lock ``key`` for the block, if no one else holds it:
+    yields whether we got it (the caller refuses or skips when not), and lets go of
+    it on exit. Used by the jobs that must never run twice at once (rebuild,
+    retention)."""
+    async with engine.connect() as guard:
+        ours = bool(await guard.scalar(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}))
+        try:
+            yield ours
+        finally:
+            if ours:
+                await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            await guard.commit()

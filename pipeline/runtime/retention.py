@@ -30,6 +30,7 @@ from datetime import timedelta
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pipeline.runtime.db import one_at_a_time
 from pipeline.runtime.settings import Settings
 
 #: held for one pruning pass: one pruner at a time
@@ -61,18 +62,13 @@ def windows(settings: Settings) -> list[Window]:
 async def prune(engine: AsyncEngine, settings: Settings) -> dict[str, int] | None:
     """Delete every row past its window, batch by batch; rows deleted per table, or
     None if another pruner holds the lock."""
-    async with engine.connect() as guard:
-        if not await guard.scalar(text("SELECT pg_try_advisory_lock(:k)"),
-                                  {"k": RETENTION_LOCK}):
+    async with one_at_a_time(engine, RETENTION_LOCK) as ours:
+        if not ours:
             return None
-        try:
-            deleted = {w.table: await _prune(engine, w, settings.retention_batch_size)
-                       for w in windows(settings)}
-            await _vacuum(engine, [t for t, n in deleted.items() if n])
-            return deleted
-        finally:
-            await guard.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": RETENTION_LOCK})
-            await guard.commit()
+        deleted = {w.table: await _prune(engine, w, settings.retention_batch_size)
+                   for w in windows(settings)}
+        await _vacuum(engine, [t for t, n in deleted.items() if n])
+        return deleted
 
 
 async def _prune(engine: AsyncEngine, window: Window, batch: int) -> int:
