@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.entry.registry import topics_of
-from pipeline.runtime.db import create_engine
+from pipeline.runtime.db import agent_engine
 from pipeline.runtime.lag import Lag, broker_ends, lag_report, logged_ends
 from pipeline.runtime.schema import outbox
 from pipeline.runtime.settings import Settings
@@ -26,23 +26,16 @@ async def lag_rows(settings: Settings, engine: AsyncEngine,
                    consumers: Consumers | None = None) -> list[Lag]:
     """One row per (consumer, topic, partition) of ``consumers`` (default: every
     consumer of the registry); see :mod:`pipeline.runtime.lag`. ``engine`` is the
-    read models' database; a consumer with a database of its own
-    (``DROPSHIP_DATABASE_URL_<AGENT>``) is read there."""
+    read models' database; each consumer's checkpoints are read in its own
+    (:func:`pipeline.runtime.db.agent_engine`)."""
     consumers = topics_of() if consumers is None else consumers
     every = {t for ts in consumers.values() for t in ts}
     ends = await broker_ends(settings, every)
     logged = await logged_ends(engine, every)
     rows: list[Lag] = []
     for name, topics in sorted(consumers.items()):
-        own = settings.of_agent(name)
-        if own is settings:  # no database of its own: the one given
-            rows += await lag_report(engine, {name: topics}, ends, logged)
-            continue
-        theirs = create_engine(own)  # its checkpoints live in its own database
-        try:
-            rows += await lag_report(theirs, {name: topics}, ends, logged)
-        finally:
-            await theirs.dispose()
+        async with agent_engine(settings, name, engine) as own:  # where its checkpoints are
+            rows += await lag_report(own, {name: topics}, ends, logged)
     return rows
 
 

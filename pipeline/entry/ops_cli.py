@@ -32,8 +32,8 @@ from pipeline.entry.catchup import lag_rows
 from pipeline.entry.cli_support import fail, with_engine
 from pipeline.entry.publisher import check_lines, send_valid
 from pipeline.entry.render import order_parts, plain, table
-from pipeline.runtime.db import create_engine
-from pipeline.runtime.settings import Settings, load_settings
+from pipeline.runtime.db import agent_engine
+from pipeline.runtime.settings import load_settings
 from projections import queries
 from projections.rebuild import NAMES, count_events, rebuild
 
@@ -160,8 +160,10 @@ def _replay(letter_id: str, file: Path | None) -> None:
             problem = outcomes[0].error if outcomes else "the message is empty"
             fail(f"the message is still invalid: {problem}; fix it and pass it with --file")
         event = outcomes[0].event
-        if await _already_applied(settings, engine, letter["consumer"], event.source,
-                                  event.id):
+        async with agent_engine(settings, letter["consumer"], engine) as theirs:
+            seen = await queries.already_applied(theirs, letter["consumer"], event.source,
+                                                 event.id)
+        if seen:
             fail(f"{letter['consumer']} has already seen event {event.source}/{event.id}; "
                  "give the fixed message a new id")
         await send_valid(settings, topic, outcomes)
@@ -170,19 +172,6 @@ def _replay(letter_id: str, file: Path | None) -> None:
 
     event_id, topic = with_engine(work, settings)
     out.print(f"replayed {letter_id} as event {event_id} to {topic}")
-
-
-async def _already_applied(settings: Settings, engine: AsyncEngine, consumer: str,
-                           source: str, event_id: str) -> bool:
-    """:func:`queries.already_applied` in the consumer's own database, if it has one."""
-    own = settings.of_agent(consumer)
-    if own is settings:
-        return await queries.already_applied(engine, consumer, source, event_id)
-    theirs = create_engine(own)
-    try:
-        return await queries.already_applied(theirs, consumer, source, event_id)
-    finally:
-        await theirs.dispose()
 
 
 @ops_app.command("lag")

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from pipeline.runtime.settings import Settings
@@ -24,6 +25,24 @@ def create_engine(settings: Settings, admin: bool = False) -> AsyncEngine:
         pool_size=settings.database_pool_size,
         pool_pre_ping=True,
     )
+
+
+@asynccontextmanager
+async def agent_engine(settings: Settings, agent: str,
+                       shared: AsyncEngine) -> AsyncIterator[AsyncEngine]:
+    """``agent``'s database (``DROPSHIP_DATABASE_URL_<AGENT>``, else the common one):
+    ``shared`` if that is where it points, else a short-lived engine of its own,
+    disposed on exit. For commands that hold one engine (the read models') and
+    must read an agent's checkpoints or applied ids where they live."""
+    own = settings.of_agent(agent)
+    if make_url(own.database_url) == shared.url:
+        yield shared
+        return
+    engine = create_engine(own)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
 
 
 @asynccontextmanager

@@ -1,6 +1,9 @@
 """One database per agent: allocation state on one Postgres server, order state and
 read models on another, everything else unchanged (docs/scaling.md).
 
+The allocation agent uses the common ``DROPSHIP_DATABASE_URL``; the order agent
+and the projector name their own (``DROPSHIP_DATABASE_URL_ORDERS``, ``_PROJECTOR``).
+
 Two real servers: the session's and a second one started here by the same code as
 ``dropship dev up``. ``dropship db upgrade`` migrates both; one ``dropship worker``
 runs every agent; the simulator places orders; each table must then hold rows on
@@ -88,12 +91,17 @@ def test_allocation_on_one_server_orders_and_read_models_on_another(
     main_db = f"two_{uuid.uuid4().hex[:8]}"
     _fetch(stack.pg_port, "postgres", f'CREATE DATABASE "{main_db}"')
     web = free_port()
-    env = cli_env(DROPSHIP_DATABASE_URL=_url(stack.pg_port, main_db),
-                  DROPSHIP_DATABASE_URL_ALLOCATION=_url(second_server, "dropship"),
-                  DROPSHIP_WEB_PORT=str(web))
+    # the common database (the allocation agent's, as it names none) on the second
+    # server; the order agent and the projector each name the first server's: ops
+    # commands then hold the projector's engine and must find the allocation
+    # agent's checkpoints elsewhere
+    orders_db = _url(stack.pg_port, main_db)
+    env = cli_env(DROPSHIP_DATABASE_URL=_url(second_server, "dropship"),
+                  DROPSHIP_DATABASE_URL_ORDERS=orders_db,
+                  DROPSHIP_DATABASE_URL_PROJECTOR=orders_db, DROPSHIP_WEB_PORT=str(web))
     migrated = run_cli("db", "upgrade", env=env)
     assert migrated.returncode == 0, migrated.stderr
-    assert f"databases {main_db}, dropship migrated to head" in migrated.stdout
+    assert f"databases dropship, {main_db} migrated to head" in migrated.stdout
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     try:
