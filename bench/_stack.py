@@ -57,27 +57,6 @@ def embedded_stack(prefix: str = "dropship-bench-") -> Iterator[Embedded]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def new_database(base: Settings, prefix: str) -> Settings:
-    """``base`` pointed at a new, migrated database on the same server (a run of its own)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base.database_url)
-    name = f"{prefix}_{secrets.token_hex(4)}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
-                                     database=url.database)
-        await conn.execute(f'CREATE DATABASE "{name}"')
-        await conn.close()
-
-    asyncio.run(create())
-    settings = base.model_copy(update={
-        "database_url": url.set(database=name).render_as_string(hide_password=False)})
-    upgrade_sync(settings)
-    return settings
-
-
 def _stat(pid: int) -> list[str]:
     raw = Path(f"/proc/{pid}/stat").read_text()
     return raw[raw.rindex(")") + 2:].split()  # fields from 3 (state) on

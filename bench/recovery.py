@@ -35,12 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import embedded_stack, new_database
+from bench._stack import embedded_stack
 from pipeline.devstack.processes import Proc, spawn_worker
 from pipeline.runtime.db import create_engine
 from pipeline.runtime.kafka import create_producer
 from pipeline.runtime.schema import checkpoints
 from pipeline.runtime.settings import Settings
+from tests.helpers import new_database
 from tests.projection_story import Log, backorder_story, failover_story
 
 TP = tuple[str, int]

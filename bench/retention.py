@@ -46,7 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._stack import embedded_stack, new_database
+from bench._stack import embedded_stack
 from events.allocation import SupplierStockChanged
 from events.envelope import CloudEvent
 from pipeline.runtime.db import create_engine
@@ -56,6 +56,7 @@ from pipeline.runtime.records import Incoming, Record, derive
 from pipeline.runtime.retention import prune, sizes
 from pipeline.runtime.settings import Settings
 from projections.projector import ProjectorHandler
+from tests.helpers import new_database
 from tests.projection_story import Log, NoKafka, backorder_story, bad_input, failover_story
 
 TABLES = ("processed_events", "outbox", "event_log")

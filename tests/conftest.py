@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from pipeline.devstack import Stack, down, up
 from pipeline.runtime.db import create_engine
 from pipeline.runtime.settings import Settings
-from tests.helpers import clean_env, make_state_dir
+from tests.helpers import clean_env, make_state_dir, new_database
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -105,34 +105,9 @@ def cli_env(stack: Stack, run_id: str) -> Callable[..., dict[str, str]]:
 def fresh_database(migrated: Settings) -> Callable[[str], Settings]:
     """Factory: settings for a new, migrated database on the session's Postgres
     (for tests that compare whole tables, or two runs side by side)."""
-    import asyncio
-
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    from pipeline.runtime.migrate import upgrade_sync
-
     def make(prefix: str) -> Settings:
         # in a thread of its own: callable from async tests (it runs event loops)
         with ThreadPoolExecutor(1) as pool:
-            return pool.submit(create_and_migrate, prefix).result()
-
-    def create_and_migrate(prefix: str) -> Settings:
-        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        url = make_url(migrated.database_url)
-
-        async def create() -> None:
-            conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
-                                         database=url.database)
-            try:
-                await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
-        fresh = migrated.model_copy(update={
-            "database_url": url.set(database=name).render_as_string(hide_password=False)})
-        upgrade_sync(fresh)
-        return fresh
+            return pool.submit(new_database, migrated, prefix).result()
 
     return make

@@ -16,9 +16,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+from sqlalchemy.engine import make_url
+
 from events.envelope import CloudEvent, wrap
 from events.orders import OrderLine, OrderPlaced
 from events.types import Address, Money
+from pipeline.runtime.migrate import upgrade_sync
+from pipeline.runtime.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -118,3 +123,58 @@ def order_event(order_id: str) -> dict[str, Any]:
 
     event: dict[str, Any] = json.loads(encode(sample_order(order_id)))
     return event
+
+
+def new_database(base: Settings, prefix: str) -> Settings:
+    """``base`` pointed at a new, migrated database ``<prefix>_<random>`` on the same
+    server, created with ``base``'s URL (the owner's). Runs its own event loop:
+    call it from sync code or a thread (the ``fresh_database`` fixture, benchmarks)."""
+    import asyncio
+
+    url = make_url(base.database_url)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username,
+                                     database=url.database)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    fresh = base.model_copy(update={
+        "database_url": url.set(database=name).render_as_string(hide_password=False)})
+    upgrade_sync(fresh)
+    return fresh
+
+
+def superuser_row(port: int, database: str, sql: str) -> Any:
+    """The first row of ``sql`` (None for a statement) run as the embedded stack's
+    superuser on 127.0.0.1:``port``, database ``database``."""
+    import asyncio
+
+    from pipeline.devstack.postgres import SUPERUSER
+
+    async def run() -> Any:
+        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=SUPERUSER,
+                                     database=database)
+        try:
+            return await conn.fetchrow(sql)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def until(check: Any, timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
+    """Call ``check`` every ``interval_s`` until it returns something true, and return
+    that; an AssertionError naming ``what`` (and the last value) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {result!r})")
+        time.sleep(interval_s)

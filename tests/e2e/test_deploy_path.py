@@ -30,7 +30,6 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import yaml
 from sqlalchemy.engine import make_url
@@ -41,7 +40,7 @@ from pipeline.devstack.postgres import APP_ROLE, SUPERUSER
 from pipeline.devstack.processes import free_port
 from pipeline.entry.registry import CONSUMERS
 from tests.e2e.image import Image, Sandbox, read_dockerfile
-from tests.helpers import REPO, clean_env
+from tests.helpers import REPO, clean_env, superuser_row, until
 
 pytestmark = pytest.mark.e2e
 
@@ -131,39 +130,6 @@ def _database(stack: Stack, name: str, port: int | None = None) -> dict[str, str
                 hide_password=False)}
 
 
-def _create_database(stack: Stack, name: str) -> None:
-    async def create() -> None:
-        conn = await asyncpg.connect(host="127.0.0.1", port=stack.pg_port, user=SUPERUSER,
-                                     database="postgres")
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-    asyncio.run(create())
-
-
-def _query(stack: Stack, name: str, sql: str) -> Any:
-    async def run() -> Any:
-        conn = await asyncpg.connect(host="127.0.0.1", port=stack.pg_port, user=SUPERUSER,
-                                     database=name)
-        try:
-            return await conn.fetchrow(sql)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
-
-
-def _until(check: Any, timeout_s: float, what: str, interval_s: float = 1.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s:.0f} s (last: {result!r})")
-        time.sleep(interval_s)
-
-
 def _exported(port: int) -> set[str]:
     """The metric names a worker's /metrics declares (a family with no series yet,
     e.g. dead letters by rule before the first, still counts)."""
@@ -234,7 +200,7 @@ def test_compose_services_run_as_the_image_runs_them(
     order = compose_order(services)
     assert order == ["migrate", "topics", "worker", "simulator", "retention"], order
     db = f"deploy_{uuid.uuid4().hex[:8]}"
-    _create_database(stack, db)
+    superuser_row(stack.pg_port, "postgres", f'CREATE DATABASE "{db}"')
     kafka = {"DROPSHIP_KAFKA_BOOTSTRAP_SERVERS": broker,
              "DROPSHIP_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
              "DROPSHIP_KAFKA_ENABLE_IDEMPOTENCE": "false"}
@@ -275,7 +241,7 @@ def test_compose_services_run_as_the_image_runs_them(
                         proc: subprocess.Popen[bytes] = proc, log: Path = log) -> bool:
                 assert proc.poll() is None, f"worker exited:\n{log.read_text()[-4000:]}"
                 return box.run(check, env, timeout_s=30).returncode == 0
-            _until(healthy, 180, "worker healthcheck")
+            until(healthy, 180, "worker healthcheck")
         # 4. the simulator, once the workers are healthy (its depends_on)
         assert services["simulator"]["depends_on"]["worker"]["condition"] == "service_healthy"
         box = sandbox("simulator")
@@ -295,7 +261,7 @@ def test_compose_services_run_as_the_image_runs_them(
                f" (SELECT count(*) FROM read.supplier_orders WHERE order_id LIKE "
                f"'{prefix.group(1)}%') AS supplier_orders FROM read.order_status "
                f"WHERE order_id LIKE '{prefix.group(1)}%'")
-        row = _until(lambda: (r := _query(stack, db, sql))["orders"] == want
+        row = until(lambda: (r := superuser_row(stack.pg_port, db, sql))["orders"] == want
                      and r["supplier_orders"] > 0 and r, 120,
                      f"{want} orders in read.order_status, supplier orders sent")
         assert row["moved"] > 0, dict(row)
@@ -331,7 +297,7 @@ def test_compose_services_run_as_the_image_runs_them(
                            service_env(services["retention"], {**kafka, **_database(stack, db)}),
                            log)
         try:
-            _until(lambda: "retention: pruned processed_events 0, outbox 0 rows"
+            until(lambda: "retention: pruned processed_events 0, outbox 0 rows"
                    in log.read_text(), 60, "a retention pass")
         finally:
             _stop([pruner])

@@ -12,7 +12,6 @@ the server of its agent only, and orders must flow end to end.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import shutil
@@ -21,13 +20,19 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 
 from pipeline.devstack import Stack
 from pipeline.devstack.postgres import SUPERUSER, resolve_install, start_postgres, stop_postgres
 from pipeline.devstack.processes import free_port
-from tests.helpers import make_state_dir, run_cli, start_worker, stop_worker
+from tests.helpers import (
+    make_state_dir,
+    run_cli,
+    start_worker,
+    stop_worker,
+    superuser_row,
+    until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,19 +54,8 @@ def _url(port: int, database: str) -> str:
     return f"postgresql+asyncpg://{SUPERUSER}@127.0.0.1:{port}/{database}"
 
 
-def _fetch(port: int, database: str, sql: str) -> Any:
-    async def run() -> Any:
-        conn = await asyncpg.connect(host="127.0.0.1", port=port, user=SUPERUSER,
-                                     database=database)
-        try:
-            return await conn.fetchrow(sql)
-        finally:
-            await conn.close()
-    return asyncio.run(run())
-
-
 def _counts(port: int, database: str, prefix: str) -> dict[str, Any]:
-    row = _fetch(port, database, f"""
+    row = superuser_row(port, database, f"""
         SELECT (SELECT count(*) FROM allocation_state) AS allocation_state,
                (SELECT count(*) FROM allocation_lines) AS allocation_lines,
                (SELECT count(*) FROM order_state) AS order_state,
@@ -75,21 +69,11 @@ def _counts(port: int, database: str, prefix: str) -> dict[str, Any]:
     return dict(row)
 
 
-def _until(check: Callable[[], Any], timeout_s: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while not (result := check()):
-        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s"
-        time.sleep(1)
-    return result
-
-
 def test_allocation_on_one_server_orders_and_read_models_on_another(
         stack: Stack, second_server: int, cli_env: Callable[..., dict[str, str]],
         tmp_path: Path) -> None:
     main_db = f"two_{uuid.uuid4().hex[:8]}"
-    _fetch(stack.pg_port, "postgres", f'CREATE DATABASE "{main_db}"')
+    superuser_row(stack.pg_port, "postgres", f'CREATE DATABASE "{main_db}"')
     web = free_port()
     # the common database (the allocation agent's, as it names none) on the second
     # server; the order agent and the projector each name the first server's: ops
@@ -105,13 +89,13 @@ def test_allocation_on_one_server_orders_and_read_models_on_another(
     log = tmp_path / "worker.log"
     worker = start_worker(env, log)
     try:
-        _until(lambda: run_cli("health", env=env).returncode == 0, 120, "worker ready")
+        until(lambda: run_cli("health", env=env).returncode == 0, 120, "worker ready")
         sim = run_cli("simulate", "--orders", "15", "--rate", "15", "--speed", "60",
                       "--settle", "8", env=env, timeout=180)
         assert sim.returncode == 0, sim.stderr
         prefix = re.search(r"run (\S+):", sim.stdout)
         assert prefix is not None, sim.stdout
-        main = _until(lambda: (c := _counts(stack.pg_port, main_db, prefix.group(1)))
+        main = until(lambda: (c := _counts(stack.pg_port, main_db, prefix.group(1)))
                       ["order_status"] == 15 and c["supplier_orders"] > 0 and c,
                       120, "15 orders in read.order_status, supplier orders sent")
         lag = run_cli("ops", "lag", "--json", env=env)
