@@ -95,6 +95,11 @@ def read_dockerfile(path: Path) -> Image:
     return Image(workdir, user, env, tuple(dirs), tuple(copied))
 
 
+#: where the image's commands are found: this interpreter's scripts (``pip install .``
+#: puts ``dropship`` there in the image), then the system's
+_PATH = f"{Path(sys.executable).parent}:/usr/bin:/bin"
+
+
 class Sandbox:
     """One container's file system under ``root``, as the image's user may use it."""
 
@@ -120,12 +125,12 @@ class Sandbox:
         the service's, plus PATH (this interpreter's scripts) and the absent home."""
         image_env = {k: str(self.path(v)) if v.startswith("/") else v
                      for k, v in self.image.env.items()}
-        return {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        return {"PATH": _PATH,
                 "HOME": str(self.home), "LANG": "C.UTF-8", **image_env, **service_env}
 
     def argv(self, command: list[str]) -> list[str]:
         """``command`` as the image's user runs it (capabilities dropped if root)."""
-        exe = shutil.which(command[0], path=f"{Path(sys.executable).parent}:/usr/bin:/bin")
+        exe = shutil.which(command[0], path=_PATH)
         assert exe, f"{command[0]} is not installed"
         argv = [exe, *command[1:]]
         if os.geteuid() == 0:
