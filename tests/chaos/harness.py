@@ -42,8 +42,10 @@ from pipeline.entry.catchup import lag_rows, unsent
 from pipeline.runtime.gaps import KafkaRangeReader
 from pipeline.runtime.kafka import create_producer
 from pipeline.runtime.settings import Settings
+from simulator.ledger import Books
 from simulator.run import Limits, SimClock, Simulation, Tally
 from simulator.world import make_world
+from tests.chaos.world_facts import Span, Terms
 from tests.helpers import clean_env, start_worker
 
 KINDS = ("kill", "pg_restart", "pause", "duplicate")
@@ -57,6 +59,12 @@ HOLD_TIMEOUT = timedelta(hours=12)
 SPEED = 1200.0
 #: An outbox that has not moved for this long while nothing lags is stuck (a bug).
 STALLED_S = 20.0
+#: The referee's tolerance: how long (real seconds) after a deadline, or after a stock
+#: report's publication, the pipeline may act while faults hit it (a pause is 9 s, a
+#: restarted worker rejoins in under 10 s); and how long before a payment window closes
+#: a payment may lose the race with the window's firing.
+TOLERANCE_S = 20.0
+JITTER_S = 2.0
 
 
 def policy() -> Policy:
@@ -141,6 +149,19 @@ class ChaosRun:
     caught_up: bool = False
     seconds: float = 0.0
     workers: list[Worker] = field(default_factory=list)
+    books: Books = field(default_factory=Books)  # the simulator's (simulator/ledger.py)
+    span: Span | None = None  # the simulated clock, from the first order to the end
+
+    def terms(self) -> Terms:
+        """The business terms the workers ran with, and the referee's tolerances."""
+        assert self.span is not None, "the run never started its simulation"
+        s, speed = self.settings, self.span.speed
+        return Terms(span=self.span, tolerance=timedelta(seconds=TOLERANCE_S * speed),
+                     jitter=timedelta(seconds=JITTER_S * speed),
+                     payment_window=PAYMENT_WINDOW,
+                     held_payment_window=timedelta(minutes=s.held_payment_window_minutes),
+                     sla_grace=timedelta(minutes=s.sla_grace_minutes),
+                     backorder_window=timedelta(days=s.backorder_window_days))
 
 
 def worker_env(stack: Stack, app_id: str, clock_file: Path) -> dict[str, str]:
@@ -228,11 +249,12 @@ async def wait_caught_up(settings: Settings, engine: AsyncEngine, timeout_s: flo
 async def run_chaos(stack: Stack, settings: Settings, engine: AsyncEngine, tmp: Path, *,
                     orders: int, rate: float, faults: list[Fault], workers: int = 1,
                     settle_s: float = 10.0, catch_up_s: float = 300.0,
-                    seed: int = 1, skus: int = 40, speed: float = SPEED) -> ChaosRun:
-    """Steps 1-4 of the module docstring."""
+                    seed: int = 1, skus: int = 40, speed: float = SPEED,
+                    extra_env: dict[str, str] | None = None) -> ChaosRun:
+    """Steps 1-4 of the module docstring (``extra_env``: more for the workers' environment)."""
     clock_file = tmp / "clock"
     run = ChaosRun(settings, tmp / "records.jsonl")
-    env = worker_env(stack, f"chaos-{uuid.uuid4().hex[:8]}", clock_file)
+    env = {**worker_env(stack, f"chaos-{uuid.uuid4().hex[:8]}", clock_file), **(extra_env or {})}
     clock = SimClock(speed, file=clock_file)
     run.workers = [Worker(f"worker{i}", env, tmp) for i in range(workers)]
     t_start = time.monotonic()
@@ -250,7 +272,9 @@ async def run_chaos(stack: Stack, settings: Settings, engine: AsyncEngine, tmp: 
         await sim.place_orders(Limits(orders=orders, duration_s=None, rate=rate))
         await chaos  # every fault injected, even if placing finished first
         await asyncio.sleep(settle_s)
+        run.span = Span(clock.start, speed, clock.now())  # the workers' clock stops here
         run.tally = await sim.stop()
+        run.books = sim.books
         dead = [w.name for w in run.workers if not w.alive]
         assert not dead, f"workers exited on their own: {dead}"
         run.caught_up = await wait_caught_up(settings, engine, catch_up_s)

@@ -3,8 +3,11 @@
 The short version runs in CI (1,500 orders, 3 faults of each kind); the long one
 on demand, e.g. ``pytest tests/chaos -k soak --soak-orders 50000 --soak-faults 10
 --soak-speed 120 --timeout 5000`` (docs/reliability.md; ``--timeout`` lifts the
-10-minute limit per test). Afterwards the checker (``tests/chaos/checker.py``) compares
-the end state with a crash-free replay of the pure core over the recorded inputs.
+10-minute limit per test). Afterwards two judges rule: the checker
+(``tests/chaos/checker.py``) compares the end state with a crash-free replay of the pure
+core over the recorded inputs (crash consistency); the referee
+(``tests/chaos/referee.py``) checks the business invariants from the simulator's books
+and the raw topics only, with rules of its own (the decisions were right).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from pipeline.devstack import Stack
 from pipeline.runtime.settings import Settings
-from tests.chaos import checker
+from tests.chaos import checker, referee
 from tests.chaos.conftest import Soak
 from tests.chaos.harness import KINDS, ChaosRun, policy, run_chaos, schedule
 
@@ -24,19 +27,21 @@ pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 SEED = 20261122
 
 
-def judged(run: ChaosRun, verdict: checker.Verdict) -> str:
-    """The run's figures and the checker's table, as the test prints them."""
+def judged(run: ChaosRun, verdict: checker.Verdict, ruling: referee.Ruling) -> str:
+    """The run's figures, the checker's table and the referee's, as the test prints them."""
     faults = ", ".join(f"{k} {n}" for k, n in run.injected.items())
     faults += f" ({run.duplicated} records sent twice)"
     return (f"{run.tally.orders:,} orders, {sum(run.tally.sent.values()):,} records sent "
             f"({run.tally.malformed_count} malformed) in {run.seconds:.0f} s; faults: {faults}\n"
-            f"{verdict.table()}")
+            f"{verdict.table()}\n{ruling.table()}")
 
 
-async def judge(run: ChaosRun, engine: AsyncEngine) -> checker.Verdict:
+async def judge(run: ChaosRun, engine: AsyncEngine) -> tuple[checker.Verdict, referee.Ruling]:
+    """Both judges' rulings on a run (printed)."""
     verdict = await checker.check(run.settings, engine, run.record_file, policy())
-    print(judged(run, verdict))
-    return verdict
+    ruling = await referee.judge(run.settings, run.books, run.terms())
+    print(judged(run, verdict, ruling))
+    return verdict, ruling
 
 
 async def test_chaos_soak_keeps_every_invariant(
@@ -50,7 +55,10 @@ async def test_chaos_soak_keeps_every_invariant(
                           skus=max(40, soak.orders // 50))  # a bigger catalog for more orders
     assert run.injected == dict.fromkeys(KINDS, soak.faults)
     assert run.tally.orders == soak.orders
-    verdict = await judge(run, chaos_engine)
-    assert run.caught_up, f"the pipeline did not catch up\n{judged(run, verdict)}"
+    verdict, ruling = await judge(run, chaos_engine)
+    report = judged(run, verdict, ruling)
+    assert run.caught_up, f"the pipeline did not catch up\n{report}"
     assert verdict.counts["orders"] == soak.orders
-    assert verdict.ok, judged(run, verdict)
+    assert ruling.counts["orders"] == soak.orders
+    assert verdict.ok, report
+    assert ruling.ok, report

@@ -31,11 +31,13 @@ async def test_two_workers_one_killed_and_restarted(
               Fault(24.0, "pause", worker=0), Fault(36.0, "kill", worker=1)]
     run = await run_chaos(chaos_stack, chaos_settings, chaos_engine, tmp_path,
                           orders=ORDERS, rate=RATE, faults=faults, workers=2, seed=7)
-    verdict = await judge(run, chaos_engine)
-    assert run.caught_up, f"the pipeline did not catch up\n{judged(run, verdict)}"
+    verdict, ruling = await judge(run, chaos_engine)
+    report = judged(run, verdict, ruling)
+    assert run.caught_up, f"the pipeline did not catch up\n{report}"
     assert [w.starts for w in run.workers] == [1, 3]
     assert verdict.counts["orders"] == ORDERS
-    assert verdict.ok, judged(run, verdict)
+    assert verdict.ok, report
+    assert ruling.ok, report
     owned = [owned_partitions(w.log()) for w in run.workers]
     assert owned[0] & owned[1], f"no partition of {SHOP_ORDERS} moved between them: {owned}"
 
