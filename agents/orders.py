@@ -257,18 +257,25 @@ class DeadlineCause:
     source: str = CLOCK_SOURCE
 
 
+#: How recent a partition's fetched high-water mark must be for its deadlines to fire
+#: (the client long-polls every partition it fetches at least twice a second).
+FRESH_S = 1.0
+
+
 async def caught_up(processor: Processor, consumer: Any, partitions: set[int]) -> set[int]:
     """The partitions whose every input topic is applied up to its high-water mark.
 
     A deadline must not beat an event already waiting in Kafka (a payment sent a
-    minute before the window closed, read late because the worker lags). Where the
-    high-water mark is unknown yet, the partition waits too.
+    minute before the window closed, read late because the worker lags). So the
+    high-water mark must have been fetched within :data:`FRESH_S`: under a backlog
+    Faust stops fetching a partition, and its last mark would not count what was
+    written since. Where the mark is unknown or older, the partition waits.
     """
     wanted = [(topic, p) for p in partitions for topic in TOPICS]
     done = await processor.checkpoints(wanted)
     ready = set(partitions)
     for topic, p in wanted:
-        highwater = highwater_of(consumer, (topic, p))
+        highwater = highwater_of(consumer, (topic, p), fresh_s=FRESH_S)
         if highwater is None or done[(topic, p)] < highwater - 1:
             ready.discard(p)
     return ready

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -131,13 +132,37 @@ class TailCheck:
         return applied
 
 
-def highwater_of(consumer: Any, tp: tuple[str, int]) -> int | None:
-    """The fetch high-water mark of ``tp`` on a Faust consumer; None while unknown."""
+def highwater_of(consumer: Any, tp: tuple[str, int], fresh_s: float | None = None
+                 ) -> int | None:
+    """The fetch high-water mark of ``tp`` on a Faust consumer; None while unknown.
+
+    With ``fresh_s``, also None when the mark is older than that: the consumer has
+    not fetched ``tp`` since (Faust stops fetching a partition whose records it has
+    not taken yet, so under a backlog the mark can be many seconds old and records
+    written since are not counted). Where the client cannot say when it last
+    fetched, the mark is returned as it is.
+    """
     try:
         value = consumer.highwater(TP(tp[0], tp[1]))
     except Exception:
         return None
-    return int(value) if isinstance(value, int) and value >= 0 else None
+    if not isinstance(value, int) or value < 0:
+        return None
+    polled = _last_fetch_ms(consumer, tp) if fresh_s is not None else None
+    if fresh_s is not None and polled is not None and time.time() * 1000 - polled > fresh_s * 1000:
+        return None
+    return int(value)
+
+
+def _last_fetch_ms(consumer: Any, tp: tuple[str, int]) -> int | None:
+    """When ``tp``'s high-water mark was last updated (ms of wall clock), from the
+    aiokafka client behind a Faust consumer; None where it cannot be read."""
+    try:
+        client = consumer._thread._ensure_consumer()  # faust's aiokafka driver
+        value = client.last_poll_timestamp(TP(tp[0], tp[1]))
+    except Exception:
+        return None
+    return int(value) if isinstance(value, int) else None
 
 
 def register(app: Any, topic: Any, processor: Processor, name: str, topics: Iterable[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -45,11 +46,20 @@ async def test_an_order_reads_back_as_written(engine: AsyncEngine) -> None:
 class Highwaters:
     """Faust consumer stand-in: fetch high-water marks per (topic, partition)."""
 
-    def __init__(self, marks: dict[tuple[str, int], int]) -> None:
-        self.marks = marks
+    def __init__(self, marks: dict[tuple[str, int], int],
+                 fetched_ms: dict[tuple[str, int], int] | None = None) -> None:
+        self.marks, self.fetched_ms = marks, fetched_ms or {}
+        self._thread = self  # as Faust's aiokafka driver: consumer._thread._ensure_consumer()
 
     def highwater(self, tp: object) -> int | None:
         return self.marks.get((tp.topic, tp.partition))  # type: ignore[attr-defined]
+
+    def _ensure_consumer(self) -> Highwaters:
+        return self
+
+    def last_poll_timestamp(self, tp: object) -> int | None:
+        """When the client last fetched ``tp`` (ms of wall clock), as aiokafka says."""
+        return self.fetched_ms.get((tp.topic, tp.partition))  # type: ignore[attr-defined]
 
 
 async def test_deadlines_wait_for_partitions_that_lag(engine: AsyncEngine) -> None:
@@ -66,6 +76,13 @@ async def test_deadlines_wait_for_partitions_that_lag(engine: AsyncEngine) -> No
     ready = await caught_up(processor, Highwaters(marks), {0, 1, 2})
     assert ready == {0}  # 1 lags; 2 has applied nothing although records exist
     assert await caught_up(processor, Highwaters({}), {0}) == set()  # unknown: wait
+    # a mark the client has not refreshed for 5 s (Faust stopped fetching the partition
+    # under a backlog) may miss records written since: wait; one fetched just now counts
+    now_ms = int(time.time() * 1000)
+    fetched = {tp: now_ms - 20 for tp in marks} | {(TOPICS[1], 0): now_ms - 5000}
+    assert await caught_up(processor, Highwaters(marks, fetched), {0, 1, 2}) == set()
+    fetched[(TOPICS[1], 0)] = now_ms - 20
+    assert await caught_up(processor, Highwaters(marks, fetched), {0, 1, 2}) == {0}
 
 
 async def _unpaid_order(engine: AsyncEngine) -> tuple[str, int]:
