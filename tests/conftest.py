@@ -32,6 +32,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--soak-speed", default="1200",
                     help="simulated seconds per real second (slower: fewer deadlines expire "
                          "while a long soak's backlog waits)")
+    group.addoption("--bites", action="store_true",
+                    help="also run the referee's bite tests: the chaos run with a bug "
+                         "planted in a shared core (tests/chaos/test_referee_bites.py)")
 
 
 @pytest.fixture(scope="session")
