@@ -67,7 +67,8 @@ def dump_sku(state: core.SkuState) -> dict[str, Any]:
                          "destinations": [[c, str(cost), days] for c, (cost, days)
                                           in sorted(o.destinations.items())]}
                    for sid, o in sorted(state.offers.items())},
-        "stock": {sid: {"available": s.available, "as_of": iso(s.as_of), "used": s.used}
+        "stock": {sid: {"available": s.available, "as_of": iso(s.as_of), "used": s.used,
+                        "held": [[iso(at), n] for at, n in s.held]}
                   for sid, s in sorted(state.stock.items())},
         "next_arrival": state.next_arrival,
         "version": state.version,
@@ -125,7 +126,9 @@ def load_state(sku: str, doc: dict[str, Any],
     (their lines ship anywhere, have no queue time and no overtakes)."""
     old = doc.get("format", 1) < 2
     offers = {sid: _offer(sid, o) for sid, o in doc["offers"].items()}
-    stock = {sid: core.Stock(s["available"], datetime.fromisoformat(s["as_of"]), s["used"])
+    stock = {sid: core.Stock(s["available"], datetime.fromisoformat(s["as_of"]), s["used"],
+                             tuple((datetime.fromisoformat(at), n)
+                                   for at, n in s.get("held", ())))
              for sid, s in doc["stock"].items()}
     raw = [*doc.get("lines", ()), *(lines or ())]
     return core.SkuState(sku, offers, stock,

@@ -62,6 +62,9 @@ class ReleaseLine(_AllocationCommand):
     #: the supplier rejected for out of stock at this time: its budget for the sku is
     #: 0 until a stock report as of a later time (docs/allocation.md)
     out_of_stock_at: Timestamp | None = None
+    #: the units came back to the supplier (a resellable return): free there at once;
+    #: otherwise units the supplier had accepted stay used until its next report
+    returned: bool = False
     reason: Text
     requested_at: Timestamp
 

@@ -196,9 +196,13 @@ class _Fill:
 
 
 def _new_budget(fill: _Fill, supplier_id: str, available: int, as_of: datetime) -> None:
-    """Replace a supplier's budget; ``used`` is recomputed against the new time."""
-    stock = Stock(available, as_of)
-    fill._set_stock(supplier_id, replace(stock, used=uncounted(fill.state, supplier_id, stock)))
+    """Replace a supplier's budget; ``used`` is recomputed against the new time, and
+    released units it had accepted stay held unless the new report counts them."""
+    old = fill.state.stock.get(supplier_id)
+    held = tuple(h for h in (old.held if old else ()) if h[0] >= as_of)
+    stock = Stock(available, as_of, held=held)
+    used = uncounted(fill.state, supplier_id, stock) + stock.held_units
+    fill._set_stock(supplier_id, replace(stock, used=used))
 
 
 # --- operations ----------------------------------------------------------------
@@ -314,8 +318,11 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime,
     report), first its budget becomes 0 as of that time (until a later report), so
     its units never go straight to a waiting line. Without a supplier, backordered
     units go first, then reservations, newest first. A released reservation the
-    current report does not count gives its units back (``used`` goes down); a
-    counted one gives nothing (the supplier reports cancelled units again itself).
+    current report does not count gives its units back (``used`` goes down), unless
+    the supplier had accepted it: it may ship before it hears of the release, so the
+    units stay used (``held``) until its next report (not for ``cmd.returned``: units
+    back on its shelf from a return); a counted one gives nothing (the supplier
+    reports cancelled units again itself).
     The line asks for that much less.
     Releasing a supplier's units also excludes that supplier for the line (it
     rejected, missed its SLA, or the units came back), so the backorder retry that
@@ -348,7 +355,7 @@ def release(state: SkuState, cmd: ReleaseLine, now: datetime,
         qty = min(budget, res.quantity)
         budget -= qty
         released += qty
-        _return_units(fill, res, qty)
+        _return_units(fill, res, qty, cmd.returned)
         fill.events.append(LineReleased(
             order_id=line.order_id, line_id=line.line_id, sku=state.sku,
             supplier_id=res.supplier_id, quantity=qty, reason=cmd.reason, released_at=now,
@@ -379,9 +386,17 @@ def _drop_backorder(state: SkuState, line: Line | None, cmd: ReleaseLine,
     return fill.done()
 
 
-def _return_units(fill: _Fill, res: Reservation, qty: int) -> None:
+def _return_units(fill: _Fill, res: Reservation, qty: int, returned: bool = False) -> None:
+    """Released units the report does not count come back, unless the supplier had
+    accepted them (and they did not come back to it: ``returned``): those stay used
+    (``held``) until its next report."""
     stock = fill.state.stock.get(res.supplier_id)
-    if stock is not None and not stock.counts(res):
+    if stock is None or stock.counts(res):
+        return
+    if res.committed_at is not None and not returned:
+        fill._set_stock(res.supplier_id, replace(stock, held=(*stock.held,
+                                                              (res.committed_at, qty))))
+    else:
         fill._set_stock(res.supplier_id, replace(stock, used=stock.used - qty))
 
 

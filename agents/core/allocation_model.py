@@ -66,15 +66,24 @@ class Offer:
 @dataclass(frozen=True)
 class Stock:
     """A supplier's budget for the sku: its latest report (or 0 as of an out-of-stock
-    rejection) and ``used``, the live reserved units that report does not count."""
+    rejection) and ``used``: the live reserved units that report does not count, plus
+    ``held``: units of reservations the supplier had accepted, released since that
+    report (it holds them until it hears of the release, and may ship them first), so
+    they stay used until a report as of after their acceptance says what became of
+    them: (accepted at, units) pairs."""
 
     available: int
     as_of: datetime
     used: int = 0
+    held: tuple[tuple[datetime, int], ...] = ()
 
     @property
     def remaining(self) -> int:
         return max(0, self.available - self.used)
+
+    @property
+    def held_units(self) -> int:
+        return sum(units for _, units in self.held)
 
     def counts(self, res: Reservation) -> bool:
         """Whether this report already counts ``res``: accepted by the supplier before
@@ -196,7 +205,10 @@ def uncounted(state: SkuState, supplier_id: str, stock: Stock) -> int:
 
 def oversold(state: SkuState) -> Iterable[str]:
     """Suppliers whose budget is broken (for checks and tests): ``used`` below 0 or
-    differing from the live reserved units its report does not count."""
+    differing from the live reserved units its report does not count plus ``held``, or
+    holding units its report counts."""
     for supplier_id, stock in state.stock.items():
-        if stock.used < 0 or stock.used != uncounted(state, supplier_id, stock):
+        stale = any(at < stock.as_of for at, _ in stock.held)  # its report counts them
+        if stock.used < 0 or stale or \
+                stock.used != uncounted(state, supplier_id, stock) + stock.held_units:
             yield supplier_id

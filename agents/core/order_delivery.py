@@ -97,8 +97,9 @@ def known(order: Order, m: ShipmentDelivered | ShipmentFailed) -> bool:
 def supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderRejected,
                     now: datetime, policy: Policy) -> Result:
     """A supplier's answer to a live supplier order routed to it: an acceptance in time
-    commits its lines; a late acceptance or a rejection fails it over (an out-of-stock
-    rejection zeroes that supplier's budget for the sku, ``out_of_stock_at``)."""
+    commits its lines; a late acceptance commits them too (the supplier holds the units)
+    and fails it over; a rejection fails it over (an out-of-stock rejection zeroes that
+    supplier's budget for the sku, ``out_of_stock_at``)."""
     so = own_supplier_order(order, m.supplier_order_id, m.supplier_id)
     if isinstance(so, Refused):
         return order, [so]
@@ -106,8 +107,12 @@ def supplier_answer(order: Order, m: SupplierOrderAccepted | SupplierOrderReject
         if so.state != "requested":
             return order, []
         if m.accepted_at > so.acknowledge_by:  # within the grace, but too late
-            return supply.failover(order, so, f"{so.supplier_id} accepted after its deadline",
-                                   "acknowledge_sla_missed", now, policy)
+            # it took the units all the same: committed at its acceptance, the release
+            # that follows keeps them used there until it reports again
+            taken = commits(order, so, m.accepted_at, now)
+            order, out = supply.failover(order, so, f"{so.supplier_id} accepted after its "
+                                         "deadline", "acknowledge_sla_missed", now, policy)
+            return order, [*taken, *out]
         return with_supplier_order(order, replace(so, state="accepted")), [
             answered(order, so, "accepted", m.accepted_at, now),
             *commits(order, so, m.accepted_at, now)]

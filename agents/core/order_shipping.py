@@ -104,7 +104,7 @@ def return_received(order: Order, m: ReturnReceived, now: datetime) -> Result:
     if m.condition == "resellable":
         for line_id, units in sorted(got.items()):
             line, cmd = release(order, order.lines[line_id], m.supplier_id, units,
-                                f"restocked from return {m.rma_id}", now)
+                                f"restocked from return {m.rma_id}", now, returned=True)
             order = with_line(order, line)
             out.append(cmd)
     rma = order.returns[m.rma_id]

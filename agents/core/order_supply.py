@@ -49,11 +49,13 @@ Decision = LineAllocated | LineBackordered | LineReleased | BackorderDropped
 
 def release(order: Order, line: Line, supplier: str | None, units: int | None, reason: str,
             now: datetime, backorder_only: bool = False,
-            out_of_stock_at: datetime | None = None) -> tuple[Line, ReleaseLine]:
+            out_of_stock_at: datetime | None = None,
+            returned: bool = False) -> tuple[Line, ReleaseLine]:
     """A release command; what it gives back stops counting at once (a supplier's units
     as ``releasing``, backordered units as ``dropping``) until the answer arrives.
     ``out_of_stock_at``: the supplier rejected for out of stock then (its budget for
-    the sku is 0 until a later report)."""
+    the sku is 0 until a later report); ``returned``: the units came back to the
+    supplier (free there at once)."""
     if supplier is not None and units:
         line = replace(line, releasing={**line.releasing,
                                         supplier: line.releasing.get(supplier, 0) + units})
@@ -62,7 +64,7 @@ def release(order: Order, line: Line, supplier: str | None, units: int | None, r
     return line, ReleaseLine(order_id=order.order_id, line_id=line.line_id, sku=line.sku,
                              supplier_id=supplier, quantity=units, reason=reason[:500],
                              backorder_only=backorder_only, out_of_stock_at=out_of_stock_at,
-                             requested_at=now)
+                             returned=returned, requested_at=now)
 
 
 def allocate(order: Order, line: Line, units: int, now: datetime,

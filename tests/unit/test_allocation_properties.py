@@ -237,5 +237,12 @@ def test_cancelling_everything_leaves_nothing_reserved(history: Any) -> None:
     world.do_flush(len(world.queue))
     world.check()
     assert world.state.lines == {}
-    assert all(s.used == 0 for s in world.state.stock.values())
+    # units a supplier had accepted stay used until it reports again (it may ship them
+    # before it hears of the cancellation); then nothing is
+    assert all(s.used == s.held_units for s in world.state.stock.values())
     assert all(not sup.accepted for sup in world.suppliers.values())
+    world.minute += 1
+    for s in SUPPLIERS:
+        world.do_report(s)
+        world.do_deliver(-1)
+    assert all(s.used == 0 for s in world.state.stock.values())

@@ -309,6 +309,21 @@ def test_release_returns_uncounted_units_only() -> None:
     assert ("o1", "1") not in state.lines
 
 
+def test_accepted_units_released_stay_used_until_the_supplier_reports_again() -> None:
+    # a accepted o1's 4 after its report (it holds them), then o1 is failed over: a may
+    # ship before it hears of it, so the 4 are not offered to o2 until a reports again
+    state, _ = run(offer("a"), stock("a", 10), alloc("o1", 4), commit("o1", "a", 4, minute=1),
+                   rel("o1"), alloc("o2", 8))
+    assert budget(state, "a") == (10, 10, 0)
+    assert state.stock["a"].held_units == 4
+    counted_before, _ = run(stock("a", 10, minute=1), state=state)  # as of its acceptance
+    assert budget(counted_before, "a") == (10, 10, 0)  # does not count them: still held
+    assert state.lines[("o2", "1")].backordered == 2
+    assert list(oversold(state)) == []
+    state, _ = run(stock("a", 10, minute=3), state=state)  # it gave them back: free again
+    assert (budget(state, "a"), state.stock["a"].held) == ((10, 8, 2), ())
+
+
 def test_an_older_stock_report_is_ignored() -> None:
     state, _ = run(offer("a"), stock("a", 10, minute=5), stock("a", 99, minute=4),
                    stock("a", 99, minute=5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from decimal import Decimal
 
-from events.allocation import AllocateLine, ReleaseLine
+from events.allocation import AllocateLine, CommitLine, ReleaseLine
 from events.fulfillment import (
     OrderStatusChanged,
     RefundIssued,
@@ -151,6 +151,12 @@ def test_an_answer_in_transit_at_the_deadline_counts_if_stamped_in_time() -> Non
     order, out = decide(flow.order, late, at(130), policy)  # stamped after its deadline
     assert [(c.cause, c.reason) for c in out if isinstance(c, SupplierOrderCancelled)] == [
         ("acknowledge_sla_missed", "sa accepted after its deadline")]
+    # sa holds the units all the same: committed at its acceptance, before the release,
+    # so the allocation agent keeps them used at sa until sa reports again
+    stock = [m for m in out if isinstance(m, CommitLine | ReleaseLine)]
+    assert [type(m).__name__ for m in stock] == ["CommitLine", "ReleaseLine"]
+    assert isinstance(stock[0], CommitLine)
+    assert stock[0].accepted_at == at(122)
     order, out = due(flow.order, at(136), policy)  # nothing came: grace over
     assert [c.cause for c in out if isinstance(c, SupplierOrderCancelled)] == [
         "acknowledge_sla_missed"]
