@@ -50,17 +50,6 @@ def cents(amount: Decimal) -> int:
     return int(scaled)
 
 
-def _amount(placed: OrderPlaced, name: str) -> Decimal:
-    money = getattr(placed, name)
-    return Decimal(0) if money is None else Decimal(money.amount)
-
-
-def checkout_total(placed: OrderPlaced) -> Decimal:
-    subtotal = sum((ln.unit_price.amount * ln.quantity for ln in placed.lines), Decimal(0))
-    return (subtotal + _amount(placed, "shipping") + _amount(placed, "tax")
-            - _amount(placed, "discount"))
-
-
 def split(amount: int, weights: list[int]) -> list[int]:
     """Rule 1: ``amount`` over ``weights``, floored on the running sum, the last the rest."""
     whole, shares, given, running = sum(weights), [], 0, 0
@@ -74,7 +63,7 @@ def split(amount: int, weights: list[int]) -> list[int]:
 
 def line_values(placed: OrderPlaced) -> list[LineValue]:
     subs = [cents(ln.unit_price.amount) * ln.quantity for ln in placed.lines]
-    discount, tax, shipping = (split(cents(_amount(placed, n)), subs)
+    discount, tax, shipping = (split(cents(placed.amount(n)), subs)
                                for n in ("discount", "tax", "shipping"))
     return [LineValue(ln.line_id, ln.quantity, sub - d + t, s)
             for ln, sub, d, t, s in zip(placed.lines, subs, discount, tax, shipping,
@@ -165,9 +154,7 @@ def _payment_takeoffs(o: OrderFacts, terms: Terms, whole: Units) -> list[list[Un
     payment's window runs out (both choices when the payment raced the deadline)."""
     placed = o.placed
     assert placed is not None
-    cur = placed.currency
-    firsts = [p.paid_at for p in o.payments.values() if p.amount.currency == cur]
-    first = min(firsts, default=None)
+    first = o.first_paid_at()
     deadline = placed.placed_at + terms.payment_window
     if first is None or first > deadline + terms.tolerance:
         return [[whole]]
@@ -175,7 +162,8 @@ def _payment_takeoffs(o: OrderFacts, terms: Terms, whole: Units) -> list[list[Un
     if first > deadline - terms.jitter:
         out.append([{}, whole])
     held_until = first + terms.held_payment_window
-    if o.paid(cur, by=held_until) < checkout_total(placed) and held_until <= terms.span.end:
+    if o.paid(placed.currency, by=held_until) < placed.total().amount and \
+            held_until <= terms.span.end:
         out.append([{}, whole])
     return out
 

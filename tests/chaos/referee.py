@@ -52,7 +52,7 @@ from datetime import datetime, timedelta
 from events.fulfillment import SupplierOrderCancelled
 from pipeline.runtime.settings import Settings
 from simulator.ledger import Books
-from tests.chaos.order_money import candidates, cents, checkout_total, credit_of, taken_by_shop
+from tests.chaos.order_money import candidates, cents, credit_of, taken_by_shop
 from tests.chaos.world_facts import Facts, OrderFacts, SoFacts, Terms, collect, read_seen
 
 INVARIANTS = ("stock", "outcomes", "money", "paid_first", "sla")
@@ -95,12 +95,13 @@ def rule(facts: Facts, books: Books, terms: Terms) -> Ruling:
     """Judge a run on the five invariants of the module docstring."""
     ruling = Ruling()
     orders = {k: o for k, o in facts.orders.items() if o.placed is not None}
-    exact = [k for k, o in orders.items() if candidates(o, facts, terms) is not None]
-    ruling.counts = {"orders": len(orders), "money exact": len(exact),
+    expected = {k: candidates(o, facts, terms) for k, o in orders.items()}
+    ruling.counts = {"orders": len(orders),
+                     "money exact": sum(e is not None for e in expected.values()),
                      "supplier orders": len(facts.supplier_orders),
                      "requests": len(books.receipts)}
     found = {"stock": stock(books, terms), "outcomes": outcomes(orders, facts, books, terms),
-             "money": money(orders, facts, terms), "paid_first": paid_first(orders, facts),
+             "money": money(orders, expected), "paid_first": paid_first(orders, facts),
              "sla": sla(facts, terms)}
     for name, violations in found.items():
         ruling.violations[name].extend(violations)
@@ -142,14 +143,14 @@ def cancel_cause(o: OrderFacts, terms: Terms) -> str | None:
     """Why the world allows the order to be cancelled as a whole (None: it does not)."""
     placed = o.placed
     assert placed is not None
-    first = first_payment(o)
+    first = o.first_paid_at()
     if any(not c.lines for c in o.cancels):
         return "the shop cancelled it"
     if all(taken_by_shop(o).get(ln.line_id, 0) >= ln.quantity for ln in placed.lines):
         return "the shop cancelled every unit"
     if first is None or first > placed.placed_at + terms.payment_window - terms.jitter:
         return "not paid within the payment window"
-    if o.paid(placed.currency) < checkout_total(placed) and \
+    if o.paid(placed.currency) < placed.total().amount and \
             first + terms.held_payment_window <= terms.span.end:
         return "short payment past its window"
     if o.failed:
@@ -164,10 +165,10 @@ def owed(o: OrderFacts, facts: Facts, terms: Terms) -> str | None:
     placed = o.placed
     assert placed is not None
     end, tol = terms.span.end, terms.tolerance
-    first = first_payment(o)
+    first = o.first_paid_at()
     if first is None and placed.placed_at + terms.payment_window + tol >= end:
         return "its payment window is open"
-    if first is not None and o.paid(placed.currency) < checkout_total(placed) and \
+    if first is not None and o.paid(placed.currency) < placed.total().amount and \
             first + terms.held_payment_window + tol >= end:
         return "the balance may still come"
     for so_id in o.supplier_orders:
@@ -203,15 +204,11 @@ def stated(o: OrderFacts) -> bool:
         st.status in STATED_WAITS and bool(st.reason))
 
 
-def first_payment(o: OrderFacts) -> datetime | None:
-    assert o.placed is not None
-    return min((p.paid_at for p in o.payments.values()
-                if p.amount.currency == o.placed.currency), default=None)
-
-
 # --- 3. money -------------------------------------------------------------------------
 
-def money(orders: dict[str, OrderFacts], facts: Facts, terms: Terms) -> Iterator[str]:
+def money(orders: dict[str, OrderFacts], expected: dict[str, set[int] | None]
+          ) -> Iterator[str]:
+    """Invariant 3; ``expected``: what each order may keep (``order_money.candidates``)."""
     for order_id, o in orders.items():
         assert o.placed is not None
         cur = o.placed.currency
@@ -222,12 +219,12 @@ def money(orders: dict[str, OrderFacts], facts: Facts, terms: Terms) -> Iterator
             if o.paid(other) != o.refunded(other):
                 yield (f"{order_id}: paid {o.paid(other)} {other}, refunded "
                        f"{o.refunded(other)} {other}: not refunded whole")
-        if paid - refunded > cents(checkout_total(o.placed)):
+        if paid - refunded > cents(o.placed.total().amount):
             yield f"{order_id}: keeps {paid - refunded} cents, more than its total"
-        expected = candidates(o, facts, terms)
-        if expected is not None and paid - refunded not in expected:
+        rule_gives = expected[order_id]
+        if rule_gives is not None and paid - refunded not in rule_gives:
             yield (f"{order_id}: keeps {paid - refunded} cents {cur} (paid {paid}, "
-                   f"refunded {refunded}); the rule gives {sorted(expected)}")
+                   f"refunded {refunded}); the rule gives {sorted(rule_gives)}")
 
 
 # --- 4. paid first --------------------------------------------------------------------
@@ -240,7 +237,7 @@ def paid_first(orders: dict[str, OrderFacts], facts: Facts) -> Iterator[str]:
             continue
         at = so.request.requested_at
         paid = cents(o.paid(o.placed.currency, seen_by=so.requested_seen))
-        need = cents(checkout_total(o.placed)) - _credited_by(o, at)
+        need = cents(o.placed.total().amount) - _credited_by(o, at)
         if paid < need:
             yield (f"{so_id}: on the broker at {so.requested_seen:%H:%M:%S} with {paid} of "
                    f"{need} cents paid")

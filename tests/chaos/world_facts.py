@@ -170,6 +170,12 @@ class OrderFacts:
                     if p.amount.currency == currency and (by is None or p.paid_at <= by)
                     and (seen_by is None or self.payment_seen[ref] <= seen_by)), Decimal(0))
 
+    def first_paid_at(self) -> datetime | None:
+        """When the first payment in the order's currency was stamped (None: none came)."""
+        assert self.placed is not None
+        return min((p.paid_at for p in self.payments.values()
+                    if p.amount.currency == self.placed.currency), default=None)
+
     def refunded(self, currency: str) -> Decimal:
         return sum((r.amount.amount for r in self.refunds if r.amount.currency == currency),
                    Decimal(0))
