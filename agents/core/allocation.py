@@ -199,8 +199,9 @@ def _new_budget(fill: _Fill, supplier_id: str, available: int, as_of: datetime) 
     """Replace a supplier's budget; ``used`` is recomputed against the new time, and
     released units it had accepted stay held unless the new report counts them."""
     old = fill.state.stock.get(supplier_id)
-    held = tuple(h for h in (old.held if old else ()) if h[0] >= as_of)
-    stock = Stock(available, as_of, held=held)
+    stock = Stock(available, as_of)
+    stock = replace(stock, held=tuple(h for h in (old.held if old else ())
+                                      if not stock.counts_accepted(h[0])))
     used = uncounted(fill.state, supplier_id, stock) + stock.held_units
     fill._set_stock(supplier_id, replace(stock, used=used))
 

@@ -88,7 +88,11 @@ class Stock:
     def counts(self, res: Reservation) -> bool:
         """Whether this report already counts ``res``: accepted by the supplier before
         ``as_of`` (at the report's own instant it may not: we keep subtracting it)."""
-        return res.committed_at is not None and res.committed_at < self.as_of
+        return res.committed_at is not None and self.counts_accepted(res.committed_at)
+
+    def counts_accepted(self, accepted_at: datetime) -> bool:
+        """Whether this report counts units the supplier accepted at ``accepted_at``."""
+        return accepted_at < self.as_of
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ def oversold(state: SkuState) -> Iterable[str]:
     differing from the live reserved units its report does not count plus ``held``, or
     holding units its report counts."""
     for supplier_id, stock in state.stock.items():
-        stale = any(at < stock.as_of for at, _ in stock.held)  # its report counts them
+        stale = any(stock.counts_accepted(at) for at, _ in stock.held)
         if stock.used < 0 or stale or \
                 stock.used != uncounted(state, supplier_id, stock) + stock.held_units:
             yield supplier_id

@@ -148,9 +148,10 @@ def highwater_of(consumer: Any, tp: tuple[str, int], fresh_s: float | None = Non
         return None
     if not isinstance(value, int) or value < 0:
         return None
-    polled = _last_fetch_ms(consumer, tp) if fresh_s is not None else None
-    if fresh_s is not None and polled is not None and time.time() * 1000 - polled > fresh_s * 1000:
-        return None
+    if fresh_s is not None:
+        polled = _last_fetch_ms(consumer, tp)
+        if polled is not None and time.time() * 1000 - polled > fresh_s * 1000:
+            return None
     return int(value)
 
 
